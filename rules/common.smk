@@ -1,0 +1,34 @@
+# Config validation (before any job starts), paths and input functions shared by all rules.
+import os
+import sys
+
+from xraypipe.config import ConfigError, validate_config
+from xraypipe.workflow import PATHS, experiment_pairs, stage_params_json
+
+try:
+    config = validate_config(config, source="config")
+except ConfigError as exc:
+    raise WorkflowError(f"invalid configuration:\n{exc}") from None
+
+# Jobs call `python`: make it this interpreter (the project's .venv) unless a conda env is activated per rule.
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+
+DATASETS = config["experiment"]["datasets"]
+VARIANTS = config["experiment"]["variants"]
+SPLITS = ["train", "val", "test"]
+ENV = "../envs/pipeline.yaml"
+
+
+wildcard_constraints:
+    dataset="|".join(DATASETS),
+    variant="|".join(VARIANTS),
+    split="train|val|test",
+
+
+def params_json(stage):
+    """Input function: the stage's config keys as JSON; Snakemake reruns a job when they change."""
+    return lambda wildcards: stage_params_json(config, stage, **dict(wildcards.items()))
+
+
+def all_metrics(wildcards=None):
+    return [PATHS["metrics"].format(dataset=d, variant=v) for d, v in experiment_pairs(config)]

@@ -1,0 +1,19 @@
+"""Stage table: results/tables/auroc.csv (+ .md), one row per dataset x variant of the experiment."""
+from xraypipe import cli
+from xraypipe.tables import write_auroc_table
+from xraypipe.workflow import PATHS, experiment_pairs
+
+
+def main():
+    p = cli.parser(__doc__)
+    p.add_argument("--out-csv", default=PATHS["auroc_table"])
+    p.add_argument("--out-md", default=PATHS["auroc_markdown"])
+    args = p.parse_args()
+    config = cli.resolve_config(args)
+    files = {(d, v): PATHS["metrics"].format(dataset=d, variant=v) for d, v in experiment_pairs(config)}
+    table = write_auroc_table(files, args.out_csv, args.out_md, config.get("evaluation", {}).get("ci_level", 0.95))
+    print(table[["dataset", "variant", "mean_auroc", "mean_ci_low", "mean_ci_high"]].to_string(index=False))
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,19 @@
+"""Stage cache: decode, resize and store every image of the manifest as uint8 arrays per split."""
+from xraypipe import cli, stages
+
+
+def main():
+    p = cli.parser(__doc__)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args()
+    config = cli.resolve_config(args)
+    threads = args.threads or config.get("preprocess_threads", 1)
+    index = stages.build_cache(config["datasets"][args.dataset], args.manifest, args.out_dir, threads)
+    print(f"cached {len(index)} images into {args.out_dir}")
+
+
+if __name__ == "__main__":
+    cli.run(main)

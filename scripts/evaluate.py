@@ -1,0 +1,16 @@
+"""Stage evaluate: per-pathology AUROC with a seeded bootstrap CI from test-split predictions."""
+from xraypipe import cli, stages
+
+
+def main():
+    p = cli.parser(__doc__)
+    p.add_argument("--predictions", required=True)
+    p.add_argument("--out", required=True)
+    args = p.parse_args()
+    config = cli.resolve_config(args)
+    result = stages.evaluate(args.predictions, config.get("evaluation", {}), args.out)
+    print(f"mean AUROC {result['mean']['auroc']}")
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,18 @@
+"""Stage splits: read the raw dataset into a manifest with patient-wise train/val/test splits."""
+from xraypipe import cli, stages
+
+
+def main():
+    p = cli.parser(__doc__)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--raw", required=True, help="dataset directory (results/raw/<dataset>)")
+    p.add_argument("--out", required=True, help="manifest CSV")
+    p.add_argument("--summary", required=True, help="per-split counts CSV")
+    args = p.parse_args()
+    config = cli.resolve_config(args)
+    manifest = stages.make_splits(config["datasets"][args.dataset], args.raw, args.out, args.summary)
+    print(manifest["split"].value_counts().to_string())
+
+
+if __name__ == "__main__":
+    cli.run(main)

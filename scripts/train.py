@@ -1,0 +1,21 @@
+"""Stage train: train one variant on one dataset's cache (resumes from its checkpoint if killed)."""
+from xraypipe import cli, stages
+
+
+def main():
+    p = cli.parser(__doc__)
+    p.add_argument("--variant", required=True)
+    p.add_argument("--cache-dir", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--history", required=True)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args()
+    config = cli.resolve_config(args)
+    training = config.get("training", {})
+    stages.train(config["variants"][args.variant], training, args.cache_dir, args.model, args.history,
+                 args.checkpoint, threads=args.threads or training.get("threads", 1))
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,46 @@
+"""Shared argument handling for the thin scripts in scripts/.
+
+Every script accepts the configuration either as ``--config config.yaml`` (how dvc.yaml calls it; the
+file is fully validated) or as ``--config-json '{...}'`` (how the Snakefile calls it, passing only the
+keys the stage depends on, already validated when the workflow was parsed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from xraypipe.config import ConfigError, load_config
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", help="path of config.yaml")
+    source.add_argument("--config-json", help="the stage's configuration as JSON (used by the Snakefile)")
+    return p
+
+
+def resolve_config(args) -> dict:
+    if args.config_json is not None:
+        try:
+            return json.loads(args.config_json)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--config-json is not valid JSON: {exc}") from None
+    return load_config(args.config)
+
+
+def run(main) -> None:
+    """Call ``main()``; print known errors as one clear line (naming the file/key) and exit 1."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from xraypipe.datasets import DatasetFormatError
+    from xraypipe.preprocess import ImageDecodeError
+    from xraypipe.splits import SplitLeakageError
+
+    try:
+        main()
+    except (ConfigError, DatasetFormatError, ImageDecodeError, SplitLeakageError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)

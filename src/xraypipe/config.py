@@ -1,0 +1,142 @@
+"""Load and validate config.yaml against the JSON schema before any job starts.
+
+Errors name the offending key as a dotted path (``variants.resnet18.epochs``) and, for unknown keys,
+suggest the closest valid one.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+import jsonschema
+import yaml
+
+
+class ConfigError(ValueError):
+    """config.yaml is invalid; the message names the key."""
+
+
+def load_schema() -> dict:
+    text = resources.files("xraypipe.schemas").joinpath("config.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _extend_with_defaults(validator_class):
+    """Validator that also fills ``default`` values of missing properties (the jsonschema FAQ recipe)."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if isinstance(subschema, dict) and "default" in subschema and name not in instance:
+                    instance[name] = copy.deepcopy(subschema["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_DefaultFillingValidator = _extend_with_defaults(jsonschema.Draft202012Validator)
+
+
+def _dotted(path) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def _format_error(error: jsonschema.ValidationError, source: str) -> str:
+    where = _dotted(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = list(error.schema.get("properties", {}))
+        extra = [k for k in error.instance if k not in allowed]
+        parts = []
+        for key in extra:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            full = f"{where}.{key}" if error.absolute_path else key
+            parts.append(f"{source}: unknown key {full!r}{hint}; allowed here: {', '.join(allowed)}")
+        if parts:
+            return "\n".join(parts)
+    if error.validator == "required":
+        return f"{source}: {where}: {error.message}"
+    return f"{source}: {where}: {error.message}"
+
+
+def validate_config(config: Mapping[str, Any], source: str = "config") -> dict:
+    """Return a validated deep copy of ``config`` with schema defaults filled in.
+
+    Raises ConfigError naming the key for schema violations and for references to undefined
+    datasets/variants or unregistered readers/models/losses.
+    """
+    config = copy.deepcopy(dict(config))
+    validator = _DefaultFillingValidator(load_schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        raise ConfigError("\n".join(_format_error(e, source) for e in errors))
+    _check_references(config, source)
+    return config
+
+
+def _check_references(config: dict, source: str) -> None:
+    from xraypipe import datasets, losses, models  # registries; cheap imports (no torch at import time)
+
+    problems = []
+    for kind in ("datasets", "variants"):
+        for i, name in enumerate(config["experiment"][kind]):
+            if name not in config[kind]:
+                close = difflib.get_close_matches(name, list(config[kind]), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                problems.append(f"{source}: experiment.{kind}[{i}]: {name!r} is not defined under {kind}:{hint}")
+    for name, ds in config["datasets"].items():
+        if ds["reader"] not in datasets.READERS:
+            problems.append(f"{source}: datasets.{name}.reader: {datasets.READERS.unknown_message(ds['reader'])}")
+            continue
+        if ds["source"] == "local" and not ds.get("root"):
+            problems.append(f"{source}: datasets.{name}.root: required when source is 'local'")
+        known = datasets.READERS.get(ds["reader"]).pathologies
+        for p in ds.get("pathologies") or []:
+            if p not in known:
+                close = difflib.get_close_matches(p, known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                problems.append(f"{source}: datasets.{name}.pathologies: {p!r} is not a {ds['reader']} pathology{hint}")
+        if ds["source"] == "synthetic":
+            try:
+                datasets.check_synthetic_params(ds["reader"], ds.get("synthetic") or {})
+            except ValueError as exc:
+                problems.append(f"{source}: datasets.{name}.synthetic: {exc}")
+    for name, var in config["variants"].items():
+        if var["model"] not in models.MODELS:
+            problems.append(f"{source}: variants.{name}.model: {models.MODELS.unknown_message(var['model'])}")
+        if var["loss"] not in losses.LOSSES:
+            problems.append(f"{source}: variants.{name}.loss: {losses.LOSSES.unknown_message(var['loss'])}")
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+def load_config(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return validate_config(raw, source=str(path))
+
+
+def dataset_config(config: dict, dataset: str) -> dict:
+    try:
+        return config["datasets"][dataset]
+    except KeyError:
+        raise ConfigError(f"dataset {dataset!r} is not defined under datasets:") from None
+
+
+def variant_config(config: dict, variant: str) -> dict:
+    try:
+        return config["variants"][variant]
+    except KeyError:
+        raise ConfigError(f"variant {variant!r} is not defined under variants:") from None

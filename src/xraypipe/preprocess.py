@@ -1,0 +1,160 @@
+"""Decode every image once into memory-mappable uint8 arrays, one per split, shared by all variants.
+
+Output for a dataset (``build_cache``): ``<split>.npy`` of shape (N, S, S) uint8 for each split and
+``index.csv`` (the manifest rows in cache order, with ``cache_row``). Loading a batch is then a slice
+of a memory map instead of a PNG decode.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from xraypipe.atomic import atomic_path, write_csv
+from xraypipe.splits import SPLITS, check_patient_leakage
+
+# Decompression-bomb guard off: real radiographs exceed PIL's default pixel limit (e.g. 3000x3000 CheXpert full).
+Image.MAX_IMAGE_PIXELS = None
+
+
+class ImageDecodeError(ValueError):
+    """An image file is missing, truncated, corrupt or of an unsupported kind; the message names the file."""
+
+
+def to_gray_uint8(image: Image.Image, path: str = "<image>") -> np.ndarray:
+    """Convert any PIL mode to an 8-bit grayscale array.
+
+    - L / P / 1: as is (palette and bilevel converted to L);
+    - I;16*, I, F (16-bit and float radiographs): linear min-max window onto 0..255, since many 16-bit
+      files use only 10-12 bits and a fixed /257 scale would render them nearly black;
+    - RGB / RGBA / LA: alpha dropped (composited on black), luminance (ITU-R 601) as gray.
+    """
+    mode = image.mode
+    if mode == "L":
+        return np.asarray(image, dtype=np.uint8)
+    if mode in ("P", "1", "CMYK", "YCbCr", "LAB", "HSV"):
+        return np.asarray(image.convert("RGB").convert("L"), dtype=np.uint8)
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return np.asarray(Image.alpha_composite(background, rgba).convert("L"), dtype=np.uint8)
+    if mode == "RGB":
+        return np.asarray(image.convert("L"), dtype=np.uint8)
+    if mode.startswith("I") or mode == "F":
+        arr = np.asarray(image).astype(np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        if hi <= lo:
+            return np.zeros(arr.shape, dtype=np.uint8)
+        return np.round((arr - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+    raise ImageDecodeError(f"{path}: unsupported image mode {mode!r}")
+
+
+def resize_square(gray: np.ndarray, size: int, how: str = "pad") -> np.ndarray:
+    """Resize a 2-D uint8 array to size x size.
+
+    pad: letterbox (keep the whole image and its aspect ratio, pad with black); crop: centre crop to
+    square; stretch: ignore the aspect ratio. ``reducing_gap`` lets PIL shrink by integer factors first,
+    which keeps large downscales fast and alias-free.
+    """
+    h, w = gray.shape
+    image = Image.fromarray(gray, mode="L")
+    if how == "crop" and h != w:
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        image = image.crop((left, top, left + side, top + side))
+    elif how == "pad" and h != w:
+        side = max(h, w)
+        canvas = Image.new("L", (side, side), 0)
+        canvas.paste(image, ((side - w) // 2, (side - h) // 2))
+        image = canvas
+    elif how not in ("pad", "crop", "stretch"):
+        raise ValueError(f"unknown resize mode {how!r}")
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def load_image(path: str | os.PathLike, size: int, how: str = "pad") -> np.ndarray:
+    """Decode one image file to a size x size uint8 gray array; ImageDecodeError names the file."""
+    path = str(path)
+    try:
+        with Image.open(path) as image:
+            image.draft("L", (size, size))  # JPEG only: decode at reduced scale
+            image.load()
+            gray = to_gray_uint8(image, path)
+    except FileNotFoundError:
+        raise ImageDecodeError(f"{path}: image file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        if isinstance(exc, ImageDecodeError):
+            raise
+        raise ImageDecodeError(f"{path}: cannot decode image ({type(exc).__name__}: {exc})") from None
+    if gray.ndim != 2 or min(gray.shape) == 0:
+        raise ImageDecodeError(f"{path}: unexpected image shape {gray.shape}")
+    return resize_square(gray, size, how)
+
+
+def _load_job(args):
+    path, size, how = args
+    return load_image(path, size, how)
+
+
+def decode_into(paths: list[str], out: np.ndarray, size: int, how: str, threads: int, progress=None) -> None:
+    """Decode ``paths`` into ``out[i]`` using ``threads`` worker processes (PNG decoding holds the GIL)."""
+    jobs = [(p, size, how) for p in paths]
+    if threads <= 1 or len(jobs) < 2 * threads:
+        results = map(_load_job, jobs)
+        pool = None
+    else:
+        ctx = mp.get_context("fork" if os.name == "posix" else "spawn")
+        pool = ctx.Pool(threads)
+        results = pool.imap(_load_job, jobs, chunksize=max(1, min(64, len(jobs) // (threads * 8))))
+    try:
+        for i, array in enumerate(results):
+            out[i] = array
+            if progress is not None:
+                progress.update(1)
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+
+
+def build_cache(manifest: pd.DataFrame, out_dir: str | os.PathLike, *, image_size: int, resize: str = "pad",
+                threads: int = 1, progress: bool = True) -> pd.DataFrame:
+    """Write ``<split>.npy`` (uint8, N x S x S) for each split and ``index.csv``; return the index."""
+    from tqdm.auto import tqdm
+
+    if "split" not in manifest.columns:
+        raise ValueError("manifest has no 'split' column; run the splits stage first")
+    check_patient_leakage(manifest)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    parts = []
+    for split in SPLITS:
+        part = manifest[manifest["split"] == split].reset_index(drop=True)
+        part.insert(0, "cache_row", np.arange(len(part)))
+        with atomic_path(out_dir / f"{split}.npy") as tmp:
+            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(part), image_size, image_size))
+            bar = tqdm(total=len(part), desc=f"decode {split}", unit="img", disable=not progress, mininterval=5)
+            decode_into(part["path"].tolist(), array, image_size, resize, threads, bar)
+            bar.close()
+            array.flush()
+            del array
+        parts.append(part)
+    index = pd.concat(parts, ignore_index=True)
+    write_csv(out_dir / "index.csv", index)
+    return index
+
+
+def load_cache_split(cache_dir: str | os.PathLike, split: str) -> np.ndarray:
+    return np.load(Path(cache_dir) / f"{split}.npy", mmap_mode="r")
+
+
+def load_cache_index(cache_dir: str | os.PathLike) -> pd.DataFrame:
+    return pd.read_csv(Path(cache_dir) / "index.csv", dtype={"patient_id": str, "image_id": str, "view": str,
+                                                             "official_split": str}, keep_default_na=True)

@@ -1,0 +1,101 @@
+"""One function per pipeline stage: what each script in scripts/ calls after parsing its arguments."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from xraypipe import datasets
+from xraypipe.atomic import atomic_dir, write_csv, write_json
+from xraypipe.datasets.contract import BASE_COLUMNS, DatasetFormatError, validate_manifest
+from xraypipe.splits import assign_splits, check_patient_leakage, split_summary
+
+NON_LABEL_COLUMNS = set(BASE_COLUMNS) | {"split", "cache_row"}
+
+
+def manifest_pathologies(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c not in NON_LABEL_COLUMNS]
+
+
+def read_manifest(path: str | Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype={"patient_id": str, "image_id": str, "view": str, "official_split": str,
+                                    "sex": str}, keep_default_na=True).fillna({"official_split": "", "view": ""})
+
+
+def prepare_raw(dataset_cfg: dict, out_dir: str | Path) -> dict:
+    """Materialise the dataset's raw layout at ``out_dir``: generate the synthetic twin, or link a local copy."""
+    reader = datasets.READERS.get(dataset_cfg["reader"])
+    out_dir = Path(out_dir)
+    if dataset_cfg["source"] == "synthetic":
+        if reader.generate is None:
+            raise DatasetFormatError(f"reader {reader.name!r} has no synthetic generator")
+        return reader.generate(out_dir, dataset_cfg.get("synthetic") or {})
+    root = Path(dataset_cfg["root"]).expanduser().resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset root {root} does not exist (datasets.*.root in config)")
+    # Link, not copy: real datasets are tens of GB. Each top-level entry becomes a symlink.
+    with atomic_dir(out_dir) as tmp:
+        for entry in sorted(root.iterdir()):
+            os.symlink(entry, tmp / entry.name)
+    return {"linked_from": str(root)}
+
+
+def make_splits(dataset_cfg: dict, raw_dir: str | Path, manifest_out, summary_out) -> pd.DataFrame:
+    reader = datasets.READERS.get(dataset_cfg["reader"])
+    pathologies = dataset_cfg.get("pathologies") or list(reader.pathologies)
+    manifest = reader.read(raw_dir, pathologies=pathologies, views=dataset_cfg.get("views"),
+                           missing_images=dataset_cfg.get("missing_images", "error"))
+    validate_manifest(manifest, pathologies, source=str(raw_dir))
+    if manifest.empty:
+        raise DatasetFormatError(f"{raw_dir}: no images left after filtering (views={dataset_cfg.get('views')})")
+    split_cfg = dataset_cfg.get("split") or {}
+    manifest = assign_splits(manifest, use_official=split_cfg.get("use_official", True),
+                             val_fraction=split_cfg.get("val_fraction", 0.15),
+                             test_fraction=split_cfg.get("test_fraction", 0.2), seed=split_cfg.get("seed", 0))
+    write_csv(manifest_out, manifest)
+    write_csv(summary_out, split_summary(manifest, pathologies))
+    return manifest
+
+
+def build_cache(dataset_cfg: dict, manifest_path, out_dir, threads: int = 1) -> pd.DataFrame:
+    from xraypipe.preprocess import build_cache as _build
+
+    manifest = read_manifest(manifest_path)
+    check_patient_leakage(manifest, source=str(manifest_path))
+    pre = dataset_cfg.get("preprocess") or {}
+    return _build(manifest, out_dir, image_size=pre.get("image_size", 128), resize=pre.get("resize", "pad"),
+                  threads=threads)
+
+
+def train(variant_cfg: dict, training_cfg: dict, cache_dir, model_out, history_out, checkpoint, threads: int = 1):
+    from xraypipe.preprocess import load_cache_index
+    from xraypipe.train import train_variant
+
+    pathologies = manifest_pathologies(load_cache_index(cache_dir))
+    return train_variant(cache_dir=cache_dir, pathologies=pathologies, variant=variant_cfg, training=training_cfg,
+                         model_out=model_out, history_out=history_out, checkpoint_path=checkpoint, threads=threads)
+
+
+def predict(model_path, cache_dir, split: str, out_csv, device: str = "auto", threads: int = 1):
+    from xraypipe.train import predict_split
+
+    return predict_split(model_path=model_path, cache_dir=cache_dir, split=split, out_csv=out_csv, threads=threads,
+                         device_preference=device)
+
+
+def evaluate(predictions_csv, evaluation_cfg: dict, out_json) -> dict:
+    from xraypipe.metrics import evaluate_predictions
+
+    predictions = pd.read_csv(predictions_csv, dtype={"patient_id": str, "image_id": str})
+    pathologies = [c[len("prob_"):] for c in predictions.columns if c.startswith("prob_")]
+    result = evaluate_predictions(predictions, pathologies, n_boot=evaluation_cfg.get("bootstrap_samples", 1000),
+                                  level=evaluation_cfg.get("ci_level", 0.95), seed=evaluation_cfg.get("seed", 0),
+                                  unit=evaluation_cfg.get("bootstrap_unit", "patient"))
+    # flat keys first for `dvc metrics show/diff`
+    flat = {"mean_auroc": result["mean"]["auroc"],
+            **{f"auroc_{label}": v["auroc"] for label, v in result["labels"].items()}}
+    write_json(out_json, {**flat, **result})
+    return result

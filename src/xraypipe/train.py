@@ -1,0 +1,259 @@
+"""Train one variant on one dataset's cache: seeded, resumable, device-agnostic.
+
+- best weights chosen by validation mean AUROC (the test split is never looked at here);
+- a checkpoint after every epoch (atomic), so a killed job rerun resumes at the next epoch; the
+  checkpoint carries a fingerprint of everything that defines the run and is ignored if it differs;
+- per-epoch history CSV; tqdm progress on stderr (the rule's log);
+- CUDA with mixed precision (bf16 where supported, else fp16 + GradScaler) and channels_last when a
+  GPU is present, plain fp32 on CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from xraypipe.atomic import atomic_path, write_csv
+from xraypipe.data import GRAY_MEAN, GRAY_STD, CacheBatches
+from xraypipe.losses import build_loss
+from xraypipe.metrics import auroc
+from xraypipe.models import build_model
+
+log = logging.getLogger("xraypipe.train")
+
+FORMAT_VERSION = 1
+
+
+def select_device(preference: str = "auto"):
+    import torch
+
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("training.device is 'cuda' but no CUDA device is available")
+    if preference in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def amp_dtype(device):
+    """bf16 where the GPU supports it (no loss scaling needed), else fp16; None disables autocast."""
+    import torch
+
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def file_digest(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def run_fingerprint(variant: dict, pathologies, cache_dir: str | Path, image_size: int) -> str:
+    payload = {"format": FORMAT_VERSION, "variant": variant, "pathologies": list(pathologies),
+               "index": file_digest(Path(cache_dir) / "index.csv"), "image_size": image_size}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def mean_auroc(y: np.ndarray, mask: np.ndarray, p: np.ndarray) -> float:
+    values = [auroc(np.where(mask[:, j] > 0, y[:, j], np.nan), p[:, j]) for j in range(y.shape[1])]
+    values = [v for v in values if not np.isnan(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def predict_batches(model, batches, device, dtype=None, channels_last: bool = False):
+    """Sigmoid probabilities, targets and mask for every item of ``batches`` (in cache order)."""
+    import torch
+
+    model.eval()
+    probs, targets, masks, rows = [], [], [], []
+    with torch.inference_mode():
+        for x, y, m, r in batches:
+            x = x.to(device, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                logits = model(x)
+            probs.append(torch.sigmoid(logits.float()).cpu().numpy())
+            targets.append(y.numpy())
+            masks.append(m.numpy())
+            rows.append(r)
+    order = np.argsort(np.concatenate(rows))
+    return (np.concatenate(probs)[order], np.concatenate(targets)[order], np.concatenate(masks)[order])
+
+
+def train_variant(*, cache_dir: str | Path, pathologies, variant: dict, training: dict, model_out: str | Path,
+                  history_out: str | Path, checkpoint_path: str | Path, threads: int = 1,
+                  on_epoch_end: Callable[[int, dict], None] | None = None, progress: bool = True) -> dict:
+    """Train and write ``model_out`` (best-by-validation weights + metadata) and ``history_out``.
+
+    Returns the final history row. ``on_epoch_end(epoch, row)`` is called after each checkpoint is saved.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    torch.set_num_threads(max(1, threads))
+    device = select_device(training.get("device", "auto"))
+    dtype = amp_dtype(device) if training.get("amp", True) else None
+    channels_last = bool(training.get("channels_last", True)) and device.type == "cuda"
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    pin = device.type == "cuda"
+    pathologies = list(pathologies)
+    seed = int(variant.get("seed", 0))
+
+    train_batches = CacheBatches(cache_dir, "train", pathologies, batch_size=variant["batch_size"], shuffle=True,
+                                 augment=variant.get("augment", True), seed=seed, pin_memory=pin)
+    val_batches = CacheBatches(cache_dir, "val", pathologies, batch_size=max(64, variant["batch_size"]),
+                               pin_memory=pin)
+    if len(train_batches.index) == 0 or len(val_batches.index) == 0:
+        raise ValueError(f"{cache_dir}: empty train or val split")
+    image_size = int(train_batches.images.shape[-1])
+
+    torch.manual_seed(seed)
+    model = build_model(variant["model"], num_classes=len(pathologies), in_channels=1, weights=variant.get("weights"),
+                        **variant.get("model_args", {})).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = _build_optimizer(variant, model.parameters())
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=variant["epochs"])
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    loss_fn = build_loss(variant["loss"])
+
+    fingerprint = run_fingerprint(variant, pathologies, cache_dir, image_size)
+    checkpoint_path = Path(checkpoint_path)
+    state = {"epoch": 0, "history": [], "best_metric": -np.inf, "best_state": None, "best_epoch": 0}
+    if checkpoint_path.exists():
+        saved = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        if saved.get("fingerprint") == fingerprint:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            scaler.load_state_dict(saved["scaler"])
+            state = {k: saved[k] for k in state}
+            log.info("resuming from %s after epoch %d", checkpoint_path, state["epoch"])
+            print(f"resuming from {checkpoint_path} after epoch {state['epoch']}", flush=True)
+        else:
+            print(f"ignoring {checkpoint_path}: it belongs to a different configuration", flush=True)
+
+    for epoch in range(state["epoch"] + 1, variant["epochs"] + 1):
+        started = time.perf_counter()
+        torch.manual_seed(seed * 1_000_003 + epoch)  # dropout etc.: same stream whether resumed or not
+        train_batches.set_epoch(epoch)
+        model.train()
+        total, count = 0.0, 0
+        bar = tqdm(train_batches, desc=f"epoch {epoch}/{variant['epochs']}", unit="batch", disable=not progress,
+                   mininterval=5)
+        for x, y, m, _ in bar:
+            x = x.to(device, non_blocking=True)
+            y, m = y.to(device, non_blocking=True), m.to(device, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                logits = model(x)
+            loss = loss_fn(logits, y, m)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite training loss at epoch {epoch}; lower lr (now {variant['lr']})")
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            total += float(loss.detach()) * len(x)
+            count += len(x)
+            bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
+        bar.close()
+        scheduler.step()
+
+        probs, y_val, m_val = predict_batches(model, val_batches, device, dtype, channels_last)
+        val_loss = float(loss_fn(torch.logit(torch.from_numpy(probs).clamp(1e-6, 1 - 1e-6)),
+                                 torch.from_numpy(y_val), torch.from_numpy(m_val)))
+        val_auroc = mean_auroc(y_val, m_val, probs)
+        row = {"epoch": epoch, "train_loss": total / count, "val_loss": val_loss, "val_mean_auroc": val_auroc,
+               "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
+        state["history"].append(row)
+        improved = np.isfinite(val_auroc) and val_auroc > state["best_metric"]
+        if improved or state["best_state"] is None:
+            state["best_metric"] = val_auroc if np.isfinite(val_auroc) else state["best_metric"]
+            state["best_epoch"] = epoch
+            state["best_state"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        state["epoch"] = epoch
+        print(f"epoch {epoch}: train_loss {row['train_loss']:.4f} val_loss {val_loss:.4f} "
+              f"val_mean_auroc {val_auroc:.4f}{' (best)' if improved else ''} [{row['seconds']:.1f}s]", flush=True)
+        with atomic_path(checkpoint_path) as tmp:
+            torch.save({"fingerprint": fingerprint, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), **state}, tmp)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, row)
+
+    metadata = {
+        "format": FORMAT_VERSION, "model": variant["model"], "model_args": variant.get("model_args", {}),
+        "pathologies": pathologies, "in_channels": 1, "image_size": image_size,
+        "normalization": {"mean": GRAY_MEAN, "std": GRAY_STD}, "variant": variant,
+        "best_epoch": state["best_epoch"], "best_val_mean_auroc": state["best_metric"], "fingerprint": fingerprint,
+    }
+    write_csv(history_out, pd.DataFrame(state["history"]))
+    with atomic_path(model_out) as tmp:
+        torch.save({"state_dict": state["best_state"], "metadata": metadata}, tmp)
+    # Finished: the resume checkpoint has served its purpose (a forced rerun must start afresh).
+    checkpoint_path.unlink(missing_ok=True)
+    return state["history"][-1]
+
+
+def _build_optimizer(variant: dict, params):
+    import torch
+
+    name, lr, wd = variant.get("optimizer", "adam"), variant["lr"], variant.get("weight_decay", 0.0)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd, nesterov=True)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+def load_trained_model(model_path: str | Path, device=None):
+    """Return (model in eval mode, metadata) from a file written by ``train_variant``."""
+    import torch
+
+    model_path = Path(model_path)
+    if not model_path.exists():
+        raise FileNotFoundError(f"{model_path}: trained model not found (run the train rule for it first)")
+    saved = torch.load(model_path, map_location="cpu", weights_only=False)
+    meta = saved["metadata"]
+    model = build_model(meta["model"], num_classes=len(meta["pathologies"]), in_channels=meta["in_channels"],
+                        **meta.get("model_args", {}))
+    model.load_state_dict(saved["state_dict"])
+    if device is not None:
+        model = model.to(device)
+    return model.eval(), meta
+
+
+def predict_split(*, model_path, cache_dir, split: str, out_csv, threads: int = 1, device_preference: str = "auto"):
+    """Write per-image probabilities for one cached split: image_id, patient_id, label_<P>, prob_<P>."""
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    device = select_device(device_preference)
+    model, meta = load_trained_model(model_path, device)
+    pathologies = meta["pathologies"]
+    batches = CacheBatches(cache_dir, split, pathologies, batch_size=128, pin_memory=device.type == "cuda")
+    if int(batches.images.shape[-1]) != meta["image_size"]:
+        raise ValueError(f"{cache_dir}: cache image size {batches.images.shape[-1]} != model's {meta['image_size']}")
+    probs, _, _ = predict_batches(model, batches, device) if len(batches.index) else (np.zeros((0, len(pathologies))),) * 3
+    frame = batches.index[["image_id", "patient_id"]].copy()
+    for j, p in enumerate(pathologies):
+        frame[f"label_{p}"] = batches.index[p].to_numpy(dtype=float)
+        frame[f"prob_{p}"] = probs[:, j]
+    write_csv(out_csv, frame)
+    return frame

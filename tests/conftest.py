@@ -1,0 +1,27 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(ROOT / "src"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real reference excerpts (../shared/data); tests that need them skip when absent."""
+    if not SHARED.exists():
+        pytest.skip(f"{SHARED} not present")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def project_root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(autouse=True)
+def _few_threads(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "2"))

@@ -1,0 +1,38 @@
+import pandas as pd
+import pytest
+
+from xraypipe.atomic import atomic_dir, atomic_path, write_csv, write_json
+
+
+def test_atomic_path_success_and_failure(tmp_path):
+    target = tmp_path / "out" / "a.txt"
+    with atomic_path(target) as tmp:
+        tmp.write_text("complete")
+        assert not target.exists()
+    assert target.read_text() == "complete"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("crash mid-write")
+    assert target.read_text() == "complete"  # the old complete file survives, the half one does not
+    assert sorted(p.name for p in target.parent.iterdir()) == ["a.txt"]
+
+
+def test_atomic_dir_replaces_only_on_success(tmp_path):
+    target = tmp_path / "d"
+    with atomic_dir(target) as tmp:
+        (tmp / "x").write_text("1")
+    assert (target / "x").read_text() == "1"
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_dir(target) as tmp:
+            (tmp / "y").write_text("2")
+            raise KeyboardInterrupt
+    assert sorted(p.name for p in target.iterdir()) == ["x"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+
+
+def test_csv_and_json_writers(tmp_path):
+    write_csv(tmp_path / "t.csv", pd.DataFrame({"a": [1, 2]}))
+    write_json(tmp_path / "t.json", {"b": 1})
+    assert (tmp_path / "t.csv").read_text() == "a\n1\n2\n"
+    assert (tmp_path / "t.json").read_text().strip() == '{\n  "b": 1\n}'

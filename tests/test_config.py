@@ -1,0 +1,71 @@
+import copy
+
+import pytest
+import yaml
+
+from xraypipe.config import ConfigError, load_config, validate_config
+
+
+@pytest.fixture()
+def raw_config(project_root):
+    return yaml.safe_load((project_root / "config.yaml").read_text())
+
+
+def test_default_config_is_valid_and_gets_defaults(raw_config):
+    cfg = validate_config(raw_config)
+    assert cfg["datasets"]["nih_synthetic"]["missing_images"] == "error"  # filled from the schema
+    assert cfg["evaluation"]["bootstrap_unit"] == "patient"
+    assert "missing_images" not in raw_config["datasets"]["nih_synthetic"]  # input not mutated
+
+
+def test_typo_in_key_names_the_key_and_suggests(raw_config):
+    raw_config["variants"]["resnet18"]["epoch"] = 3
+    with pytest.raises(ConfigError) as err:
+        validate_config(raw_config, source="config.yaml")
+    msg = str(err.value)
+    assert "variants.resnet18.epoch" in msg and "did you mean 'epochs'" in msg and "config.yaml" in msg
+
+
+def test_wrong_type_names_the_key(raw_config):
+    raw_config["datasets"]["nih_synthetic"]["preprocess"]["image_size"] = "big"
+    with pytest.raises(ConfigError, match=r"datasets\.nih_synthetic\.preprocess\.image_size: 'big' is not of type"):
+        validate_config(raw_config)
+
+
+def test_undefined_variant_in_experiment(raw_config):
+    raw_config["experiment"]["variants"] = ["resnet81"]
+    with pytest.raises(ConfigError, match=r"experiment\.variants\[0\]: 'resnet81'.*did you mean 'resnet18'"):
+        validate_config(raw_config)
+
+
+@pytest.mark.parametrize("path,value,match", [
+    (("variants", "resnet18", "model"), "resnet19", r"variants\.resnet18\.model: unknown model 'resnet19'"),
+    (("variants", "resnet18", "loss"), "focal", r"variants\.resnet18\.loss: unknown loss 'focal'"),
+    (("datasets", "nih_synthetic", "reader"), "nihh", r"datasets\.nih_synthetic\.reader: unknown dataset reader"),
+    (("datasets", "nih_synthetic", "pathologies"), ["Cardiomegally"], r"'Cardiomegally' is not a nih pathology.*Cardiomegaly"),
+    (("datasets", "nih_synthetic", "synthetic"), {"n_patient": 3}, r"datasets\.nih_synthetic\.synthetic: unknown generator parameter 'n_patient'"),
+    (("variants", "resnet18", "lr"), -1, r"variants\.resnet18\.lr: -1 is less than or equal to the minimum"),
+])
+def test_semantic_errors_name_the_key(raw_config, path, value, match):
+    cfg = copy.deepcopy(raw_config)
+    node = cfg
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    with pytest.raises(ConfigError, match=match):
+        validate_config(cfg)
+
+
+def test_local_source_requires_root(raw_config):
+    raw_config["datasets"]["nih"]["root"] = None
+    with pytest.raises(ConfigError, match=r"datasets\.nih\.root: required when source is 'local'"):
+        validate_config(raw_config)
+
+
+def test_load_config_reports_bad_yaml(tmp_path):
+    bad = tmp_path / "c.yaml"
+    bad.write_text("experiment: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
