@@ -13,6 +13,7 @@ rule auroc_table:
         cfg=params_json("table"),
     log:
         "results/logs/auroc_table.log",
+    threads: 1
     conda:
         ENV
     shell:

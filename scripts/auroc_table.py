@@ -1,4 +1,8 @@
 """Stage table: results/tables/auroc.csv (+ .md), one row per dataset x variant of the experiment."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run without installing the package
 from xraypipe import cli
 from xraypipe.tables import write_auroc_table
 from xraypipe.workflow import PATHS, experiment_pairs

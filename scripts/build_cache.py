@@ -1,4 +1,8 @@
 """Stage cache: decode, resize and store every image of the manifest as uint8 arrays per split."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run without installing the package
 from xraypipe import cli, stages
 
 

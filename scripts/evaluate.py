@@ -1,4 +1,8 @@
 """Stage evaluate: per-pathology AUROC with a seeded bootstrap CI from test-split predictions."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run without installing the package
 from xraypipe import cli, stages
 
 

@@ -1,4 +1,8 @@
 """Stage splits: read the raw dataset into a manifest with patient-wise train/val/test splits."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run without installing the package
 from xraypipe import cli, stages
 
 

@@ -1,4 +1,8 @@
 """Stage predict: per-image probabilities of a trained variant on one cached split."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run without installing the package
 from xraypipe import cli, stages
 
 

@@ -1,4 +1,8 @@
 """Stage raw: generate a dataset's synthetic twin, or link a local copy, into results/raw/<dataset>."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run without installing the package
 from xraypipe import cli, stages
 
 

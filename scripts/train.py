@@ -1,4 +1,8 @@
 """Stage train: train one variant on one dataset's cache (resumes from its checkpoint if killed)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run without installing the package
 from xraypipe import cli, stages
 
 

@@ -1,8 +1,6 @@
 import gzip
-import shutil
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from xraypipe.datasets import DatasetFormatError, validate_manifest

@@ -3,8 +3,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from xraypipe.preprocess import (ImageDecodeError, build_cache, load_cache_index, load_cache_split, load_image,
-                                 to_gray_uint8)
+from xraypipe.preprocess import (ImageDecodeError, build_cache, load_cache_index, load_cache_split, load_image)
 
 
 def test_real_rgba_nih_image(shared_data):

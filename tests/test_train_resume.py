@@ -1,7 +1,6 @@
 """A training job killed mid-run (SIGKILL) resumes from its last checkpoint and ends exactly where an
 uninterrupted run ends; a checkpoint from a different configuration is ignored."""
 
-import os
 import signal
 import subprocess
 import sys

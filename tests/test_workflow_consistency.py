@@ -56,7 +56,7 @@ def test_every_snakemake_param_is_tracked_by_dvc(two_by_two):
     workdir, cfg = two_by_two
     stages = dvc_stages(workdir)
     seen = set()
-    for name, outs, params in stages:
+    for name, _outs, params in stages:
         rule = name.split("@")[0]
         key = STAGES[rule]
         seen.add(rule)
@@ -84,3 +84,14 @@ def test_dry_run_lists_every_job(two_by_two):
         if len(parts) == 2 and parts[1].isdigit():
             counts[parts[0]] = int(parts[1])
     assert counts["prepare_raw"] == 2 and counts["train"] == 6 and counts["predict"] == 12 and counts["auroc_table"] == 1
+
+
+def test_invalid_config_stops_before_any_job(tmp_path):
+    cfg = load_tiny_config()
+    cfg["variants"]["resnet18"]["batchsize"] = 8
+    wf = make_workflow_copy(tmp_path / "bad", cfg)
+    proc = run([str(BIN / "snakemake"), "-n", "--cores", "1"], wf, check=False, timeout=300)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "variants.resnet18.batchsize" in out and "did you mean 'batch_size'" in out
+    assert not (wf / "results").exists()
