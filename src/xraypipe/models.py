@@ -1,7 +1,18 @@
 """Model registry. Builders import torch lazily so that config validation stays fast.
 
-Every builder takes ``num_classes`` and ``in_channels`` (1 for the cached grayscale tensors) and
-returns an ``nn.Module`` mapping (B, in_channels, S, S) to (B, num_classes) logits.
+Every builder takes ``num_classes``, ``in_channels`` (1 for the cached grayscale tensors) and ``weights``
+and returns an ``nn.Module`` mapping (B, in_channels, S, S) to (B, num_classes) logits (one sigmoid logit
+per label; a 2-way softmax head is expressed as its logit difference, which is the same model).
+
+Grayscale input for networks designed for RGB (``input_mode`` in ``model_args``):
+- ``adapt`` (default): the first convolution takes 1 channel; pretrained RGB filters are summed, which gives
+  exactly the response the RGB network has to a gray image replicated to three channels;
+- ``replicate``: the gray channel is repeated to RGB in front of the unchanged network.
+
+The zoo covers the seed studies: ResNet-18 (seeds 003/004), DenseNet-121 with CheXNet's single linear head
+(seed 002), DenseNet-169 (MURA baseline, seed 001), the flatten+dense baseline and Conv2/Conv3/Conv4 (seed
+001), the simple 2-conv CNN and the VGG-like 1-channel network (seed 003), VGG16-partial transfer (seed 000),
+and a small GAP CNN.
 """
 
 from __future__ import annotations
@@ -12,51 +23,281 @@ from xraypipe.registry import Registry
 
 MODELS: Registry = Registry("model")
 
+INPUT_MODES = ("adapt", "replicate")
 
-@MODELS.register("resnet18")
-def build_resnet18(num_classes: int, in_channels: int = 1, weights: str | None = None, **kwargs):
+
+def _nn():
+    import torch.nn as nn
+
+    return nn
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def _adapt_first_conv(conv, in_channels: int):
+    """A copy of ``conv`` taking ``in_channels`` inputs; RGB filters summed (1 channel) or averaged (others)."""
     import torch
+
+    nn = _nn()
+    new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                    conv.dilation, conv.groups, conv.bias is not None)
+    with torch.no_grad():
+        if in_channels == 1:
+            new.weight.copy_(conv.weight.sum(dim=1, keepdim=True))
+        else:
+            new.weight.copy_(conv.weight.mean(dim=1, keepdim=True).repeat(1, in_channels, 1, 1))
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias)
+    return new
+
+
+def _replicate_channels(channels: int = 3):
+    """A module repeating a 1-channel input to ``channels`` (gray -> RGB) in front of an RGB network."""
+    nn = _nn()
+
+    class ReplicateChannels(nn.Module):
+        def forward(self, x):
+            return x.expand(-1, channels, -1, -1) if x.shape[1] == 1 else x
+
+    return ReplicateChannels()
+
+
+def _gray_input(model, first_conv_path: str, in_channels: int, input_mode: str, pretrained: bool = True):
+    """Apply the configured grayscale handling to a torchvision RGB network (after its weights are loaded).
+
+    Without pretrained weights the adapted convolution is freshly initialised (He/Kaiming, as torchvision
+    does) instead of summing three random filters, which would triple the initial variance.
+    """
+    nn = _nn()
+    if input_mode not in INPUT_MODES:
+        raise ValueError(f"unknown input_mode {input_mode!r}; use one of {INPUT_MODES}")
+    if in_channels == 3:
+        return model
+    if input_mode == "replicate":
+        if in_channels != 1:
+            raise ValueError("input_mode 'replicate' needs 1-channel input")
+        return nn.Sequential(_replicate_channels(3), model)
+    parent = model
+    *path, last = first_conv_path.split(".")
+    for name in path:
+        parent = getattr(parent, name)
+    conv = _adapt_first_conv(getattr(parent, last), in_channels)
+    if not pretrained:
+        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+    setattr(parent, last, conv)
+    return model
+
+
+def _torchvision_backbone(builder, tv_name: str, num_classes: int, in_channels: int, weights, first_conv: str,
+                          head: str, input_mode: str = "adapt", **kwargs):
+    """Build a torchvision classifier, load RGB weights (if any), replace the head, adapt the input."""
+    nn = _nn()
+    model = builder(weights=None, **kwargs)
+    if weights:
+        state = load_weights(weights, model_name=tv_name)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        head_keys = [k for k in missing if k.startswith(head + ".")]
+        if set(missing) - set(head_keys) or unexpected:
+            raise ValueError(f"weights {weights!r} do not fit {tv_name}: missing {sorted(set(missing) - set(head_keys))[:5]}, "
+                             f"unexpected {list(unexpected)[:5]}")
+    old_head = getattr(model, head)
+    setattr(model, head, nn.Linear(old_head.in_features, num_classes))
+    return _gray_input(model, first_conv, in_channels, input_mode, pretrained=bool(weights))
+
+
+# --------------------------------------------------------------------------------------------- torchvision zoo
+@MODELS.register("resnet18")
+def build_resnet18(num_classes: int, in_channels: int = 1, weights: str | None = None, input_mode: str = "adapt"):
+    """ResNet-18 (seeds 003/004); single linear head."""
     from torchvision.models import resnet18
 
-    model = resnet18(weights=None, num_classes=num_classes, **kwargs)
-    if weights:
-        state = load_weights(weights, model_name="resnet18")
-        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        rgb = state.get("conv1.weight")
-        if rgb is not None and in_channels == 1:
-            # grayscale: summing the RGB filters gives the same response as a gray image replicated to RGB
-            state["conv1.weight"] = rgb.sum(dim=1, keepdim=True)
-        elif rgb is not None and in_channels != 3:
-            state["conv1.weight"] = rgb.mean(dim=1, keepdim=True).repeat(1, in_channels, 1, 1)
-    if in_channels != 3:
-        model.conv1 = torch.nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
-    if weights:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        bad = [k for k in missing if not k.startswith("fc.")]
-        if bad or unexpected:
-            raise ValueError(f"weights {weights!r} do not fit resnet18: missing {bad[:5]}, unexpected {unexpected[:5]}")
-    return model
+    return _torchvision_backbone(resnet18, "resnet18", num_classes, in_channels, weights, "conv1", "fc", input_mode)
+
+
+@MODELS.register("densenet121")
+def build_densenet121(num_classes: int, in_channels: int = 1, weights: str | None = None, input_mode: str = "adapt"):
+    """DenseNet-121 with CheXNet's head: the classifier replaced by one linear layer (sigmoid in the loss)."""
+    from torchvision.models import densenet121
+
+    return _torchvision_backbone(densenet121, "densenet121", num_classes, in_channels, weights, "features.conv0",
+                                 "classifier", input_mode)
+
+
+@MODELS.register("densenet169")
+def build_densenet169(num_classes: int, in_channels: int = 1, weights: str | None = None, input_mode: str = "adapt"):
+    """DenseNet-169, the MURA baseline (Rajpurkar et al.), single linear head."""
+    from torchvision.models import densenet169
+
+    return _torchvision_backbone(densenet169, "densenet169", num_classes, in_channels, weights, "features.conv0",
+                                 "classifier", input_mode)
+
+
+# --------------------------------------------------------------------------------------------- small nets
+def _conv_bn_relu(nn, cin, cout, kernel=3, batchnorm=True):
+    layers = [nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=not batchnorm)]
+    if batchnorm:
+        layers.append(nn.BatchNorm2d(cout))
+    layers.append(nn.ReLU(inplace=True))
+    return layers
 
 
 @MODELS.register("small_cnn")
 def build_small_cnn(num_classes: int, in_channels: int = 1, weights: str | None = None, widths=(16, 32, 64, 128),
                     dropout: float = 0.2):
     """Four conv-BN-ReLU-maxpool blocks, global average pooling and one linear layer (CAM-compatible)."""
-    import torch.nn as nn
-
+    nn = _nn()
     layers, channels = [], in_channels
     for width in widths:
-        layers += [nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
-                   nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
-                   nn.MaxPool2d(2)]
+        layers += _conv_bn_relu(nn, channels, width) + _conv_bn_relu(nn, width, width) + [nn.MaxPool2d(2)]
         channels = width
     model = nn.Sequential(
         *layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels, num_classes))
+    return _maybe_load(model, weights, "small_cnn")
+
+
+@MODELS.register("simple_cnn")
+def build_simple_cnn(num_classes: int, in_channels: int = 1, weights: str | None = None, filters=(32, 64),
+                     hidden: int = 128, dropout: float = 0.5, pool_to: int = 8):
+    """Seed 003's simple CNN: two conv+ReLU+max-pool layers, a dense layer with dropout, the output layer.
+
+    The feature map is average-pooled to ``pool_to`` x ``pool_to`` before flattening so that the network
+    works at any input size.
+    """
+    nn = _nn()
+    layers, channels = [], in_channels
+    for f in filters:
+        layers += [nn.Conv2d(channels, f, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+        channels = f
+    model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(pool_to), nn.Flatten(),
+                          nn.Linear(channels * pool_to * pool_to, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+                          nn.Linear(hidden, num_classes))
+    return _maybe_load(model, weights, "simple_cnn")
+
+
+@MODELS.register("vgg_like")
+def build_vgg_like(num_classes: int, in_channels: int = 1, weights: str | None = None,
+                   blocks=((64, 64), (128, 128), (256, 256, 256), (512, 512, 512)), fc_units: int = 2048,
+                   dropout: float = 0.5, batchnorm: bool = True, pool_to: int = 2):
+    """Seed 003's VGG-like 1-channel network: VGG16's conv blocks (the last one trimmed by default) on a
+    1-channel input, then two ``fc_units`` (2048) fully connected layers with dropout."""
+    nn = _nn()
+    layers, channels = [], in_channels
+    for block in blocks:
+        for width in block:
+            layers += _conv_bn_relu(nn, channels, width, batchnorm=batchnorm)
+            channels = width
+        layers.append(nn.MaxPool2d(2))
+    model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(pool_to), nn.Flatten(),
+                          nn.Linear(channels * pool_to * pool_to, fc_units), nn.ReLU(inplace=True), nn.Dropout(dropout),
+                          nn.Linear(fc_units, fc_units), nn.ReLU(inplace=True), nn.Dropout(dropout),
+                          nn.Linear(fc_units, num_classes))
+    return _maybe_load(model, weights, "vgg_like")
+
+
+@MODELS.register("dense_baseline")
+def build_dense_baseline(num_classes: int, in_channels: int = 1, weights: str | None = None, resize_to: int = 32,
+                         hidden=(256, 128), dropout: float = 0.5):
+    """Seed 001's flatten + dense baseline: the (down-sampled) image flattened into fully connected layers."""
+    nn = _nn()
+    layers, width = [nn.AdaptiveAvgPool2d(resize_to), nn.Flatten()], in_channels * resize_to * resize_to
+    for units in hidden:
+        layers += [nn.Linear(width, units), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+        width = units
+    model = nn.Sequential(*layers, nn.Linear(width, num_classes))
+    return _maybe_load(model, weights, "dense_baseline")
+
+
+# Seed 001's ConvN networks: per block (filters, kernel, pool); "dropout" or "batchnorm" regularisation.
+CONVN_PRESETS = {
+    "conv2": {"filters": (32, 64), "kernels": (3, 3), "pools": (2, 2)},
+    "conv3": {"filters": (32, 64, 128), "kernels": (3, 3, 3), "pools": (2, 2, 2)},
+    "conv4": {"filters": (32, 64, 128, 256), "kernels": (5, 3, 3, 3), "pools": (2, 2, 2, 2)},
+}
+
+
+def build_convn(num_classes: int, in_channels: int = 1, weights: str | None = None, *, filters, kernels, pools,
+                regularization: str = "batchnorm", dropout: float = 0.25, hidden: int = 256, name: str = "convN"):
+    """Conv blocks (conv + ReLU + max-pool, with batch-norm or dropout), global average pooling, dense + out."""
+    nn = _nn()
+    if not (len(filters) == len(kernels) == len(pools)):
+        raise ValueError(f"{name}: filters, kernels and pools need one entry per block")
+    if regularization not in ("batchnorm", "dropout"):
+        raise ValueError(f"{name}: regularization must be 'batchnorm' or 'dropout', not {regularization!r}")
+    layers, channels = [], in_channels
+    for f, k, p in zip(filters, kernels, pools, strict=True):
+        layers += _conv_bn_relu(nn, channels, f, k, batchnorm=regularization == "batchnorm")
+        layers.append(nn.MaxPool2d(p))
+        if regularization == "dropout":
+            layers.append(nn.Dropout2d(dropout))
+        channels = f
+    model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, hidden),
+                          nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, num_classes))
+    return _maybe_load(model, weights, name)
+
+
+def _register_convn(preset: str):
+    def builder(num_classes: int, in_channels: int = 1, weights: str | None = None, **overrides):
+        args = {**CONVN_PRESETS[preset], **overrides}
+        return build_convn(num_classes, in_channels, weights, name=preset, **args)
+
+    builder.__doc__ = f"Seed 001's {preset.capitalize()}: {CONVN_PRESETS[preset]} (override any in model_args)."
+    MODELS.register(preset)(builder)
+
+
+for _preset in CONVN_PRESETS:
+    _register_convn(_preset)
+
+
+@MODELS.register("vgg16_partial")
+def build_vgg16_partial(num_classes: int, in_channels: int = 1, weights: str | None = None, vgg_layers: int = 10,
+                        separable=(256, 512), hidden: int = 256, dropout: float = 0.5, input_mode: str = "adapt",
+                        two_way_head: bool = True):
+    """Seed 000's VGG16-partial transfer network.
+
+    The first ``vgg_layers`` modules of torchvision's VGG16 ``features`` (10 = blocks 1-2; their conv layers are
+    initialised from ``weights``, e.g. IMAGENET1K_V1), then depthwise-separable conv blocks with batch-norm,
+    global pooling, a dense layer with dropout and a 2-way output. The 2-way softmax output is returned as the
+    logit difference l1 - l0 per label, so BCE on it equals cross-entropy on the two-unit softmax.
+    """
+    from torchvision.models import vgg16
+
+    nn = _nn()
+    base = vgg16(weights=None)
     if weights:
-        model.load_state_dict(load_weights(weights, model_name="small_cnn"))
+        state = load_weights(weights, model_name="vgg16")
+        feature_state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+        if not feature_state:
+            raise ValueError(f"weights {weights!r} hold no VGG16 'features.*' tensors")
+        base.features.load_state_dict(feature_state)
+    features = nn.Sequential(*list(base.features.children())[:vgg_layers])
+    channels = [m for m in features if isinstance(m, nn.Conv2d)][-1].out_channels
+    features = _gray_input(features, "0", in_channels, input_mode, pretrained=bool(weights))
+    blocks = []
+    for width in separable:
+        blocks += [nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False),  # depthwise
+                   nn.Conv2d(channels, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),  # pointwise
+                   nn.MaxPool2d(2)]
+        channels = width
+    out_units = 2 * num_classes if two_way_head else num_classes
+
+    class TwoWayToLogit(nn.Module):
+        def forward(self, x):
+            pairs = x.view(x.shape[0], -1, 2)
+            return pairs[..., 1] - pairs[..., 0]
+
+    head = [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, hidden), nn.ReLU(inplace=True),
+            nn.Dropout(dropout), nn.Linear(hidden, out_units)]
+    if two_way_head:
+        head.append(TwoWayToLogit())
+    return nn.Sequential(features, *blocks, *head)
+
+
+def _maybe_load(model, weights, name):
+    if weights:
+        model.load_state_dict(load_weights(weights, model_name=name))
     return model
 
 
+# --------------------------------------------------------------------------------------------- weights
 def load_weights(weights: str, model_name: str) -> dict:
     """A state dict from a local file (``.pt``/``.pth``) or a torchvision weights name (e.g. IMAGENET1K_V1).
 
@@ -82,9 +323,10 @@ def load_weights(weights: str, model_name: str) -> dict:
         return enum.get_state_dict(progress=False)
     except Exception as exc:  # network errors come in many types (URLError, socket errors, HTTP errors)
         raise RuntimeError(
-            f"could not fetch {model_name} weights {weights} ({exc}). Offline? On a machine with network access run\n"
+            f"could not fetch {model_name} weights {weights} ({type(exc).__name__}: {exc}). Offline? On a machine "
+            f"with network access run\n"
             f"  python -c \"from torchvision.models import get_model_weights as g; g('{model_name}')['{weights}'].get_state_dict()\"\n"
-            f"and copy $TORCH_HOME/hub/checkpoints (default ~/.cache/torch/hub/checkpoints) here, "
+            f"and copy $TORCH_HOME/hub/checkpoints (default ~/.cache/torch/hub/checkpoints) to this machine, "
             f"or save the state dict to a .pt file and set weights: to its path.") from None
 
 

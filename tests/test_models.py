@@ -1,0 +1,127 @@
+"""The model zoo: every registered model builds and trains a step; grayscale adaptation is exact;
+weights come from local files or torchvision's weights API with an actionable offline error."""
+
+import urllib.error
+
+import pytest
+import torch
+
+from xraypipe.models import MODELS, build_model, load_weights
+
+torch.set_num_threads(1)
+LIGHT = {"densenet121", "densenet169", "vgg16_partial", "vgg_like"}  # heavier: smaller input
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_every_model_builds_runs_and_backpropagates(name):
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=3, in_channels=1)
+    x = torch.randn(2, 1, 64, 64)
+    out = model(x)
+    assert out.shape == (2, 3)
+    out.sum().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert grads and all(g is not None for g in grads)
+
+
+def _save_rgb_state(tmp_path, builder_name, **kwargs):
+    import torchvision.models as tvm
+
+    torch.manual_seed(1)
+    model = getattr(tvm, builder_name)(weights=None, **kwargs)
+    path = tmp_path / f"{builder_name}.pt"
+    torch.save(model.state_dict(), path)
+    return model, path
+
+
+@pytest.mark.parametrize("name,first_conv,head", [("resnet18", "conv1", "fc"),
+                                                  ("densenet121", "features.conv0", "classifier")])
+def test_adapted_first_conv_equals_replicating_gray_to_rgb(tmp_path, name, first_conv, head):
+    rgb, path = _save_rgb_state(tmp_path, name)
+    adapted = build_model(name, num_classes=2, weights=str(path), input_mode="adapt").eval()
+    replicated = build_model(name, num_classes=2, weights=str(path), input_mode="replicate").eval()
+    conv = adapted.get_submodule(first_conv)
+    assert conv.in_channels == 1
+    torch.testing.assert_close(conv.weight, rgb.get_submodule(first_conv).weight.sum(dim=1, keepdim=True))
+    # same head in both, then a gray image gives the same logits either way
+    replicated[1].get_submodule(head).load_state_dict(adapted.get_submodule(head).state_dict())
+    x = torch.rand(2, 1, 64, 64)
+    torch.testing.assert_close(adapted(x), replicated(x), rtol=1e-4, atol=1e-5)
+
+
+def test_vgg16_partial_takes_the_first_vgg16_convs_and_has_a_two_way_head(tmp_path):
+    rgb, path = _save_rgb_state(tmp_path, "vgg16")
+    model = build_model("vgg16_partial", num_classes=1, weights=str(path), vgg_layers=10)
+    convs = [m for m in model[0].modules() if isinstance(m, torch.nn.Conv2d)]
+    rgb_convs = [m for m in rgb.features if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 4  # blocks 1-2 of VGG16
+    torch.testing.assert_close(convs[0].weight, rgb_convs[0].weight.sum(dim=1, keepdim=True))
+    for a, b in zip(convs[1:], rgb_convs[1:4], strict=True):
+        torch.testing.assert_close(a.weight, b.weight)
+    depthwise = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
+    assert depthwise and all(m.groups == m.in_channels for m in depthwise)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    two_way = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    assert two_way.out_features == 2
+    # the logit is the difference of the two-way outputs: sigmoid(l1 - l0) == softmax([l0, l1])[1]
+    model.eval()
+    x = torch.rand(3, 1, 64, 64)
+    pre_head = torch.nn.Sequential(*list(model.children())[:-1])
+    pair = pre_head(x)
+    torch.testing.assert_close(torch.sigmoid(model(x)[:, 0]), torch.softmax(pair, dim=1)[:, 1])
+
+
+@pytest.mark.parametrize("name,kind", [("conv2", 2), ("conv3", 3), ("conv4", 4)])
+def test_convn_presets_and_regularisation(name, kind):
+    bn = build_model(name, num_classes=1)
+    do = build_model(name, num_classes=1, regularization="dropout")
+    convs = [m for m in bn.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == kind
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in bn.modules())
+    assert not any(isinstance(m, torch.nn.Dropout2d) for m in bn.modules())
+    assert any(isinstance(m, torch.nn.Dropout2d) for m in do.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in do.modules())
+    with pytest.raises(ValueError, match="regularization"):
+        build_model(name, num_classes=1, regularization="both")
+
+
+def test_vgg_like_has_two_2048_unit_layers_and_one_input_channel():
+    model = build_model("vgg_like", num_classes=4)
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert [m.out_features for m in linears] == [2048, 2048, 4]
+    assert next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d)).in_channels == 1
+
+
+def test_local_weights_roundtrip_for_own_models(tmp_path):
+    a = build_model("small_cnn", num_classes=2)
+    path = tmp_path / "small.pt"
+    torch.save(a.state_dict(), path)
+    b = build_model("small_cnn", num_classes=2, weights=str(path))
+    for k, v in a.state_dict().items():
+        torch.testing.assert_close(b.state_dict()[k], v)
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        build_model("small_cnn", num_classes=2, weights=str(tmp_path / "missing.pt"))
+
+
+def test_weights_that_do_not_fit_are_refused(tmp_path):
+    _, path = _save_rgb_state(tmp_path, "resnet34")
+    with pytest.raises(ValueError, match="do not fit resnet18"):
+        build_model("resnet18", num_classes=2, weights=str(path))
+
+
+def test_offline_torchvision_weights_error_says_how_to_prefetch(monkeypatch, tmp_path):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Temporary failure in name resolution")
+
+    monkeypatch.setattr("torchvision.models._api.load_state_dict_from_url", offline)
+    with pytest.raises(RuntimeError) as err:
+        load_weights("IMAGENET1K_V1", "densenet121")
+    msg = str(err.value)
+    assert "get_model_weights" in msg and "'densenet121'" in msg and "hub/checkpoints" in msg and ".pt file" in msg
+    with pytest.raises(ValueError, match="unknown weights 'IMAGENET9'"):
+        load_weights("IMAGENET9", "resnet18")
+
+
+def test_unknown_input_mode():
+    with pytest.raises(ValueError, match="input_mode"):
+        build_model("resnet18", num_classes=1, input_mode="rgb")
