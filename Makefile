@@ -7,7 +7,7 @@ CORES ?= 8
 # Jobs call `python`, `snakemake` and `dvc` from the project's environment.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run test test-fast lock clean
+.PHONY: setup run test test-fast lock clean system-deps slurm-profile
 
 setup: $(STAMP)
 
@@ -20,7 +20,7 @@ $(STAMP): requirements.txt requirements-lock.txt pyproject.toml
 run: setup
 	snakemake --cores $(CORES) results/tables/auroc.csv
 
-test: setup
+test: setup system-deps
 	pytest
 
 test-fast: setup
@@ -29,6 +29,35 @@ test-fast: setup
 lock: setup
 	( echo "# Full transitive pin set (pip freeze of a working .venv). Regenerate: make lock"; \
 	  $(BIN)/python -m pip freeze --exclude-editable | grep -vi '^xraypipe' ) > requirements-lock.txt
+
+# System packages the slow tests use, installed only where that is possible (root + apt-get); elsewhere
+# the tests that need them skip (or fail when CI is set).
+system-deps:
+# --- issue 7: Slurm + munge for tests/test_slurm.py (a real one-node cluster started by the test) ---
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v slurmctld >/dev/null \
+	    && [ ! -x /usr/sbin/slurmctld ]; then \
+	  echo "installing slurmctld slurmd slurm-client munge (apt-get)"; \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+	    slurmctld slurmd slurm-client munge \
+	  || echo "warning: could not install Slurm: tests/test_slurm.py will skip (fail when CI is set)" >&2; \
+	fi
+# --- end issue 7 ---
+# --- issue 5: headless Chromium for tests/test_report.py (opens the Snakemake report) ---
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v chromium >/dev/null; then \
+	  echo "installing chromium (apt-get)"; \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium \
+	  || echo "warning: could not install chromium: tests/test_report.py will skip (fail when CI is set)" >&2; \
+	fi
+# --- end issue 5 ---
+
+# `snakemake --profile slurm` (README: Running on Slurm) finds the profile in Snakemake's user config dir.
+SNAKEMAKE_PROFILES ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/snakemake
+slurm-profile:
+	mkdir -p $(SNAKEMAKE_PROFILES)
+	@if [ -e $(SNAKEMAKE_PROFILES)/slurm ] && [ ! -L $(SNAKEMAKE_PROFILES)/slurm ]; then \
+	  echo "$(SNAKEMAKE_PROFILES)/slurm exists and is not a link: not replacing it" >&2; exit 1; fi
+	ln -sfn $(CURDIR)/profiles/slurm $(SNAKEMAKE_PROFILES)/slurm
+	@echo "snakemake --profile slurm -> $(CURDIR)/profiles/slurm"
 
 clean:
 	rm -rf results/* .snakemake

@@ -9,6 +9,9 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/raw.smk"
 include: "rules/splits.smk"
@@ -17,9 +20,33 @@ include: "rules/train.smk"
 include: "rules/predict.smk"
 include: "rules/evaluate.smk"
 include: "rules/tables.smk"
+include: "rules/localize.smk"
+include: "rules/figures.smk"
+
+
+# issue 7 (cluster executors, profiles/slurm): run on the submitting host, not as cluster jobs. prepare_raw
+# downloads (source: download) and compute nodes often have no network; the tables are localrules in tables.smk.
+localrules:
+    prepare_raw,
 
 
 rule all:
     input:
         PATHS["auroc_table"],
         PATHS["auroc_markdown"],
+        # issue 5: every table and figure (`snakemake --report report.html` lists them with captions)
+        PATHS["classification_table"],
+        PATHS["classification_markdown"],
+        PATHS["iobb_table"],
+        PATHS["iobb_markdown"],
+        PATHS["study_table"],
+        PATHS["study_markdown"],
+        PATHS["auroc_html"],
+        PATHS["classification_html"],
+        PATHS["iobb_html"],
+        PATHS["study_html"],
+        expand(PATHS["fig_roc"], dataset=DATASETS),
+        expand(PATHS["fig_labels"], dataset=DATASETS),
+        expand(PATHS["fig_training"], dataset=DATASETS),
+        [PATHS["fig_confusion"].format(dataset=d, variant=v) for d, v in experiment_pairs(config)],
+        [PATHS["fig_gradcam"].format(dataset=d, variant=v) for d, v in experiment_pairs(config)],

@@ -5,6 +5,7 @@ rule build_cache:
     output:
         arrays=expand(PATHS["cache_array"], split=SPLITS, allow_missing=True),
         index=PATHS["cache_index"],
+        skipped=PATHS["cache_skipped"],
     params:
         cfg=params_json("cache"),
         out_dir=lambda wildcards, output: os.path.dirname(output.index),

@@ -1,10 +1,11 @@
 rule evaluate:
-    """Per-pathology AUROC with a seeded 95% bootstrap CI (patient-clustered by default) on the test split."""
+    """Test metrics at thresholds chosen on the validation predictions (written beside the model for xraypipe-predict)."""
     input:
         test=PATHS["predictions"].replace("{split}", "test"),
         val=PATHS["predictions"].replace("{split}", "val"),
     output:
-        PATHS["metrics"],
+        metrics=PATHS["metrics"],
+        thresholds=PATHS["thresholds"],
     params:
         cfg=params_json("evaluate"),
     log:
@@ -13,5 +14,5 @@ rule evaluate:
     conda:
         ENV
     shell:
-        "python scripts/evaluate.py --config-json {params.cfg:q} --predictions {input.test} "
-        "--out {output} > {log} 2>&1"
+        "python scripts/evaluate.py --config-json {params.cfg:q} --predictions {input.test} --val {input.val} "
+        "--out {output.metrics} --thresholds {output.thresholds} > {log} 2>&1"

@@ -1,5 +1,6 @@
 rule prepare_raw:
-    """Generate the synthetic twin (source: synthetic) or link the local copy (source: local) of a dataset."""
+    """Generate the synthetic twin (source: synthetic), link/extract a local copy or archive (source: local), or
+    download, verify and safely extract the release files (source: download; kept in data/downloads/<dataset>)."""
     output:
         directory(PATHS["raw"]),
     params:

@@ -1,5 +1,9 @@
 rule train:
-    """Train one variant; best weights by validation mean AUROC; resumes from results/checkpoints if killed."""
+    """Train one variant; best weights by validation mean AUROC; resumes from results/checkpoints if killed.
+
+    On Slurm the profile (profiles/slurm) requests the GPU(s); with training.distributed.enabled the script
+    relaunches itself under torchrun, one DDP process per GPU.
+    """
     input:
         arrays=expand(PATHS["cache_array"], split=["train", "val"], allow_missing=True),
         index=PATHS["cache_index"],

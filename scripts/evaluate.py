@@ -1,19 +1,23 @@
-"""Stage evaluate: per-pathology AUROC with a seeded bootstrap CI from test-split predictions."""
+"""Stage evaluate: test-split metrics (AUROC + seeded bootstrap CI, AUPRC, sensitivity, specificity, precision, F1,
+accuracy, balanced error, Cohen's kappa, confusion counts) at thresholds chosen on the validation predictions."""
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run without installing the package
-from xraypipe import cli, stages
+from xraypipe import cli
+from xraypipe.evaluation import evaluate
 
 
 def main():
     p = cli.parser(__doc__)
-    p.add_argument("--predictions", required=True)
+    p.add_argument("--predictions", required=True, help="test-split predictions CSV")
+    p.add_argument("--val", required=True, help="validation-split predictions CSV (thresholds are chosen here)")
     p.add_argument("--out", required=True)
+    p.add_argument("--thresholds", required=True, help="output: the chosen thresholds (JSON)")
     args = p.parse_args()
     config = cli.resolve_config(args)
-    result = stages.evaluate(args.predictions, config.get("evaluation", {}), args.out)
-    print(f"mean AUROC {result['mean']['auroc']}")
+    result = evaluate(args.predictions, args.val, config.get("evaluation", {}), args.out, args.thresholds)
+    print(f"mean AUROC {result['mean']['auroc']}; macro F1 {result['classification']['macro']['f1']}")
 
 
 if __name__ == "__main__":

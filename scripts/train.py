@@ -1,4 +1,5 @@
-"""Stage train: train one variant on one dataset's cache (resumes from its checkpoint if killed)."""
+"""Stage train: train one variant on one dataset's cache (resumes from its checkpoint if killed; DDP via torchrun
+when training.distributed is enabled)."""
 import sys
 from pathlib import Path
 
@@ -17,6 +18,10 @@ def main():
     args = p.parse_args()
     config = cli.resolve_config(args)
     training = config.get("training", {})
+    # training.distributed with >1 process: become `torchrun --standalone --nproc-per-node=N scripts/train.py ...`
+    from xraypipe.train import relaunch_under_torchrun
+
+    relaunch_under_torchrun(training, str(Path(__file__).resolve()), sys.argv[1:])
     stages.train(config["variants"][args.variant], training, args.cache_dir, args.model, args.history,
                  args.checkpoint, threads=args.threads or training.get("threads", 1))
 

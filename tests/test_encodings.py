@@ -51,3 +51,30 @@ def test_invalid_values_and_policies_are_named():
 def test_eval_labels_keep_only_certain_ones():
     np.testing.assert_array_equal(np.isnan(eval_labels(LABELS))[0], [False, False, True, True])
     assert set(ENCODINGS.names()) == {"u_ignore", "u_zeros", "u_ones", "u_selftrained", "u_multiclass"}
+
+
+def test_training_batches_apply_the_variant_encoding(tmp_path):
+    from test_train_resume import make_cache
+    from xraypipe.data import CacheBatches
+
+    cache = make_cache(tmp_path / "cache")
+    import pandas as pd
+
+    index = pd.read_csv(cache / "index.csv")
+    index.loc[0, "Mass"] = -1.0  # an uncertain label, as CheXpert writes it
+    index.to_csv(cache / "index.csv", index=False)
+    ignore = CacheBatches(cache, "train", ["Mass", "Effusion"], batch_size=8)
+    ones = CacheBatches(cache, "train", ["Mass", "Effusion"], batch_size=8, encoding="u_ones", blank="negative")
+    assert float(ignore.mask[0, 0]) == 0.0 and float(ones.mask[0, 0]) == 1.0 and float(ones.targets[0, 0]) == 1.0
+    assert float(ignore.mask[1, 1]) == 0.0 and float(ones.mask[1, 1]) == 1.0  # the blank (NaN) label
+
+
+def test_unimplemented_training_encodings_are_refused_by_the_config(project_root):
+    import yaml
+
+    from xraypipe.config import ConfigError, validate_config
+
+    raw = yaml.safe_load((project_root / "config.yaml").read_text())
+    raw["variants"]["resnet18"]["encoding"] = "u_multiclass"
+    with pytest.raises(ConfigError, match=r"variants\.resnet18\.encoding: 'u_multiclass' .* not implemented yet"):
+        validate_config(raw)

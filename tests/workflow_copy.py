@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKFLOW_FILES = ["Snakefile", "rules", "scripts", "dvc.yaml", "src", "envs", ".dvcignore"]
+WORKFLOW_FILES = ["Snakefile", "rules", "scripts", "dvc.yaml", "src", "envs", ".dvcignore", "profiles", "report"]
 BIN = Path(sys.executable).parent
 
 

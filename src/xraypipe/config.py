@@ -95,6 +95,11 @@ def _check_references(config: dict, source: str) -> None:
             continue
         if ds["source"] == "local" and not ds.get("root"):
             problems.append(f"{source}: datasets.{name}.root: required when source is 'local'")
+        if ds["source"] == "download" and not (ds.get("download") or {}).get("files"):
+            problems.append(f"{source}: datasets.{name}.download.files: required when source is 'download'")
+        for option in ("body_parts",):
+            if ds.get(option) is not None and option not in datasets.READERS.get(ds["reader"]).options:
+                problems.append(f"{source}: datasets.{name}.{option}: not supported by reader {ds['reader']!r}")
         known = datasets.READERS.get(ds["reader"]).pathologies
         for p in ds.get("pathologies") or []:
             if p not in known:
@@ -109,6 +114,9 @@ def _check_references(config: dict, source: str) -> None:
     for name, var in config["variants"].items():
         if var["model"] not in models.MODELS:
             problems.append(f"{source}: variants.{name}.model: {models.MODELS.unknown_message(var['model'])}")
+        if var.get("encoding") in ("u_selftrained", "u_multiclass"):
+            problems.append(f"{source}: variants.{name}.encoding: {var['encoding']!r} is defined (xraypipe.encodings) "
+                            "but its training loop is not implemented yet; use u_ignore, u_zeros or u_ones")
         if var["loss"] not in losses.LOSSES:
             problems.append(f"{source}: variants.{name}.loss: {losses.LOSSES.unknown_message(var['loss'])}")
     if problems:

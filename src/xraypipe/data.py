@@ -20,11 +20,21 @@ GRAY_STD = 0.25
 
 
 class CacheBatches:
-    """Iterable of (images float32 B x 1 x S x S, targets B x L, mask B x L) torch tensors for one split."""
+    """Iterable of (images float32 B x 1 x S x S, targets B x L, mask B x L) torch tensors for one split.
+
+    Distributed (``world_size`` > 1, one instance per DDP process): every process draws the same seeded global
+    batch of ``batch_size`` rows and keeps its ``rank``-th share (rows ``rank::world_size``), so the global batch,
+    and hence the meaning of ``batch_size`` and ``lr``, does not depend on the number of processes. A final batch
+    too small to give every process a row is skipped by all of them (DDP needs every process to step).
+    ``pin_memory`` puts each batch in page-locked memory so ``.to(cuda, non_blocking=True)`` overlaps the copy.
+    """
 
     def __init__(self, cache_dir: str | Path, split: str, pathologies, *, batch_size: int, shuffle: bool = False,
-                 augment: bool = False, seed: int = 0, pin_memory: bool = False):
+                 augment: bool = False, seed: int = 0, pin_memory: bool = False, rank: int = 0, world_size: int = 1,
+                 encoding: str = "u_ignore", blank: str = "masked"):
         import torch
+
+        from xraypipe.encodings import encode_uncertain_labels
 
         index = load_cache_index(cache_dir)
         self.index = index[index["split"] == split].sort_values("cache_row").reset_index(drop=True)
@@ -32,29 +42,40 @@ class CacheBatches:
         if len(self.images) != len(self.index):
             raise ValueError(f"{cache_dir}: {split}.npy has {len(self.images)} images but index.csv lists {len(self.index)}")
         labels = self.index[list(pathologies)].to_numpy(dtype=np.float32)
-        self.mask = torch.from_numpy((~np.isnan(labels)).astype(np.float32))
-        self.targets = torch.from_numpy(np.nan_to_num(labels, nan=0.0))
+        # uncertain (-1) and blank (NaN) labels become targets + a loss mask (default: both masked out)
+        targets, mask = encode_uncertain_labels(labels, encoding, blank)
+        self.targets, self.mask = torch.from_numpy(targets), torch.from_numpy(mask)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.augment = augment
         self.seed = seed
         self.epoch = 0
         self.pin_memory = pin_memory
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world size {world_size}")
+        self.rank, self.world_size = rank, world_size
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return math.ceil(len(self.index) / self.batch_size)
+        n = len(self.index)
+        full, rest = divmod(n, self.batch_size)
+        return full + (1 if rest >= self.world_size else 0)
 
     def __iter__(self):
         import torch
 
         n = len(self.index)
         order = np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.shuffle else np.arange(n)
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        # rank 0 keeps the single-process stream; other ranks get their own augmentation draws
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch + 1_000_000_007 * self.rank)
         for start in range(0, n, self.batch_size):
             rows = np.sort(order[start:start + self.batch_size])  # sorted reads are sequential on disk
+            if self.world_size > 1:
+                if len(rows) < self.world_size:
+                    continue
+                rows = rows[self.rank::self.world_size]
             batch = torch.from_numpy(np.ascontiguousarray(self.images[rows])).unsqueeze(1)
             x = batch.float().div_(255.0)
             if self.augment:

@@ -130,3 +130,217 @@ def evaluate_predictions(predictions: pd.DataFrame, pathologies, *, n_boot: int,
     result["n_images"] = int(len(predictions))
     result["n_patients"] = int(predictions["patient_id"].nunique())
     return result
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Threshold-dependent metrics. Operating thresholds are chosen on the *validation* predictions only and then
+# applied unchanged to the test predictions (choosing them on test would be optimistic).
+# --------------------------------------------------------------------------------------------------------------
+THRESHOLD_METHODS = ("youden", "max_f1")
+
+
+def _known(y_true, y_score) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y_true, dtype=float)
+    s = np.asarray(y_score, dtype=float)
+    if y.shape != s.shape or y.ndim != 1:
+        raise ValueError(f"expected two 1-D arrays of the same length, got {y.shape} and {s.shape}")
+    keep = ~np.isnan(y)
+    y, s = y[keep], s[keep]
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise ValueError("labels must be 0, 1 or NaN")
+    return y, s
+
+
+def _sweep(y: np.ndarray, s: np.ndarray):
+    """Cumulative (threshold, tp, fp) for the rule ``score >= threshold`` at every distinct score, descending."""
+    order = np.argsort(-s, kind="mergesort")
+    s_sorted, y_sorted = s[order], y[order]
+    last_of_group = np.r_[np.flatnonzero(np.diff(s_sorted) != 0), len(s_sorted) - 1] if len(s_sorted) else np.array([], int)
+    tp = np.cumsum(y_sorted)[last_of_group]
+    fp = np.cumsum(1 - y_sorted)[last_of_group]
+    return s_sorted[last_of_group], tp, fp
+
+
+def auprc(y_true, y_score) -> float:
+    """Area under the precision-recall curve as average precision (sum over thresholds of
+    (R_n - R_{n-1}) * P_n, scikit-learn's ``average_precision_score``); NaN labels ignored; NaN without positives."""
+    y, s = _known(y_true, y_score)
+    n_pos = y.sum()
+    if n_pos == 0:
+        return float("nan")
+    _, tp, fp = _sweep(y, s)
+    precision = tp / (tp + fp)
+    recall = tp / n_pos
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def choose_threshold(y_true, y_score, method: str = "youden") -> float:
+    """The operating threshold (predict positive when ``score >= threshold``) maximising Youden's J
+    (sensitivity + specificity - 1) or F1 on the given (validation) predictions. Ties go to the highest
+    threshold. NaN when a class is missing (no meaningful choice)."""
+    if method not in THRESHOLD_METHODS:
+        raise ValueError(f"unknown threshold method {method!r}; choose one of {', '.join(THRESHOLD_METHODS)}")
+    y, s = _known(y_true, y_score)
+    n_pos, n_neg = y.sum(), (1 - y).sum()
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    thresholds, tp, fp = _sweep(y, s)
+    if method == "youden":
+        objective = tp / n_pos - fp / n_neg
+    else:
+        objective = 2 * tp / (tp + fp + n_pos)
+    return float(thresholds[int(np.argmax(objective))])
+
+
+def confusion(y_true, y_pred) -> dict:
+    """Counts tp, fp, tn, fn of binary predictions (NaN labels ignored)."""
+    y, p = _known(y_true, np.asarray(y_pred, dtype=float))
+    p = p.astype(bool)
+    t = y.astype(bool)
+    return {"tp": int((p & t).sum()), "fp": int((p & ~t).sum()), "tn": int((~p & ~t).sum()), "fn": int((~p & t).sum())}
+
+
+def _ratio(a: float, b: float) -> float:
+    return float(a / b) if b else float("nan")
+
+
+def rates_from_confusion(c: dict) -> dict:
+    """Sensitivity, specificity, precision, F1, accuracy, balanced error and Cohen's kappa from counts."""
+    tp, fp, tn, fn = c["tp"], c["fp"], c["tn"], c["fn"]
+    n = tp + fp + tn + fn
+    sens, spec = _ratio(tp, tp + fn), _ratio(tn, tn + fp)
+    observed = _ratio(tp + tn, n)
+    # chance agreement of two raters with these marginals
+    expected = _ratio((tp + fp) * (tp + fn) + (tn + fn) * (tn + fp), n * n) if n else float("nan")
+    if n and expected == 1.0:
+        kappa = 1.0 if observed == 1.0 else 0.0  # scikit-learn's convention for a single shared class
+    else:
+        kappa = _ratio(observed - expected, 1 - expected) if n else float("nan")
+    return {"sensitivity": sens, "specificity": spec, "precision": _ratio(tp, tp + fp),
+            "f1": _ratio(2 * tp, 2 * tp + fp + fn), "accuracy": observed,
+            "balanced_error": 1 - (sens + spec) / 2 if not (np.isnan(sens) or np.isnan(spec)) else float("nan"),
+            "kappa": kappa}
+
+
+def binary_metrics(y_true, y_score, threshold: float) -> dict:
+    """All threshold-dependent metrics at ``threshold`` plus AUROC and AUPRC, for one label."""
+    y, s = _known(y_true, y_score)
+    pred = s >= threshold if np.isfinite(threshold) else np.zeros(len(s), bool)
+    c = confusion(y, pred)
+    out = {"threshold": float(threshold), "n": int(len(y)), "n_positive": int(y.sum()),
+           "auroc": auroc(y, s), "auprc": auprc(y, s), **rates_from_confusion(c), **c}
+    return out
+
+
+def classification_report(test: pd.DataFrame, val: pd.DataFrame, pathologies, method: str = "youden") -> dict:
+    """Per-label metrics on ``test`` at thresholds chosen on ``val`` (columns ``label_<P>``, ``prob_<P>``),
+    plus their macro mean. Returns {"thresholds": {P: t}, "labels": {P: metrics}, "macro": metrics}."""
+    thresholds, labels = {}, {}
+    for p in pathologies:
+        for frame, name in ((test, "test"), (val, "validation")):
+            for col in (f"label_{p}", f"prob_{p}"):
+                if col not in frame.columns:
+                    raise KeyError(f"{name} predictions have no column {col!r}")
+        t = choose_threshold(val[f"label_{p}"], val[f"prob_{p}"], method)
+        thresholds[p] = t
+        labels[p] = binary_metrics(test[f"label_{p}"], test[f"prob_{p}"], t)
+    keys = ["auroc", "auprc", "sensitivity", "specificity", "precision", "f1", "accuracy", "balanced_error", "kappa"]
+    macro = {}
+    for k in keys:
+        values = np.array([labels[p][k] for p in pathologies], dtype=float)
+        macro[k] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+    return {"method": method, "thresholds": thresholds, "labels": labels, "macro": macro}
+
+
+def mean_sd(values) -> tuple[float, float, int]:
+    """Mean and sample standard deviation (ddof=1; NaN for a single value) of the finite values, and their count."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return float("nan"), float("nan"), 0
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan"), int(len(v))
+
+
+def summarise_over_seeds(table: pd.DataFrame, group_of: dict, by: list[str], value_columns: list[str]) -> pd.DataFrame:
+    """Mean ± sd of ``value_columns`` over the variants that differ only by their seed.
+
+    ``group_of`` maps variant -> group name (see ``seed_groups``); only groups with two or more variants are
+    summarised. ``by`` are further keys kept apart (e.g. dataset, label). Output columns: ``by``, ``group``,
+    ``n_seeds``, ``<col>_mean``, ``<col>_sd``.
+    """
+    frame = table[table["variant"].isin(group_of)].copy()
+    frame["group"] = frame["variant"].map(group_of)
+    rows = []
+    for keys, part in frame.groupby([*by, "group"], sort=False, dropna=False):
+        if part["variant"].nunique() < 2:
+            continue
+        row = dict(zip([*by, "group"], keys if isinstance(keys, tuple) else (keys,)))
+        row["n_seeds"] = int(part["variant"].nunique())
+        for col in value_columns:
+            row[f"{col}_mean"], row[f"{col}_sd"], _ = mean_sd(part[col].to_numpy(dtype=float))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[*by, "group", "n_seeds"] + [f"{c}_{s}" for c in value_columns for s in ("mean", "sd")])
+
+
+def seed_groups(variants: dict) -> dict:
+    """variant -> group name, grouping variants whose configuration is identical apart from ``seed``.
+    The group is named after its first variant (in the given order)."""
+    import json
+
+    first_of: dict[str, str] = {}
+    out = {}
+    for name, cfg in variants.items():
+        key = json.dumps({k: v for k, v in (cfg or {}).items() if k != "seed"}, sort_keys=True, default=str)
+        first_of.setdefault(key, name)
+        out[name] = first_of[key]
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Study-level scores (MURA: one label per study of several images) and per-group tables.
+# --------------------------------------------------------------------------------------------------------------
+def aggregate_studies(predictions: pd.DataFrame, pathologies, study_column: str = "study_id",
+                      keep=("patient_id",)) -> pd.DataFrame:
+    """One row per study: the mean of its images' probabilities (``prob_<P>``) and its label.
+
+    A study's label must be the same on all of its images (MURA labels studies, not images); a study whose
+    images disagree raises ValueError naming it. Unknown (NaN) image labels are ignored. Columns in ``keep``
+    (e.g. patient_id, body_part) take the study's first value.
+    """
+    if study_column not in predictions.columns:
+        raise KeyError(f"predictions have no study column {study_column!r}")
+    frame = predictions.copy()
+    frame[study_column] = frame[study_column].astype(str)
+    grouped = frame.groupby(study_column, sort=True)
+    out = pd.DataFrame({study_column: list(grouped.groups)})
+    out["n_images"] = grouped.size().to_numpy()
+    for col in keep:
+        if col in frame.columns:
+            out[col] = grouped[col].first().to_numpy()
+    for p in pathologies:
+        labels = grouped[f"label_{p}"]
+        lo, hi = labels.min().to_numpy(), labels.max().to_numpy()
+        bad = np.flatnonzero(~np.isnan(lo) & (lo != hi))
+        if len(bad):
+            raise ValueError(f"study {out[study_column].iloc[bad[0]]!r}: images disagree on label {p!r}")
+        out[f"label_{p}"] = hi
+        out[f"prob_{p}"] = grouped[f"prob_{p}"].mean().to_numpy()
+    return out
+
+
+def grouped_classification(test: pd.DataFrame, val: pd.DataFrame, pathologies, group_column: str,
+                           method: str = "youden") -> pd.DataFrame:
+    """Metrics per group (e.g. MURA body part) on ``test`` at thresholds chosen on the whole of ``val``.
+
+    One row per (group, label) with the columns of ``binary_metrics``; plus an ``all`` group.
+    """
+    if group_column not in test.columns:
+        raise KeyError(f"test predictions have no column {group_column!r}")
+    thresholds = {p: choose_threshold(val[f"label_{p}"], val[f"prob_{p}"], method) for p in pathologies}
+    rows = []
+    parts = [(str(g), part) for g, part in test.groupby(group_column, sort=True)] + [("all", test)]
+    for group, part in parts:
+        for p in pathologies:
+            rows.append({"group": group, "label": p, **binary_metrics(part[f"label_{p}"], part[f"prob_{p}"],
+                                                                      thresholds[p])})
+    return pd.DataFrame(rows)

@@ -1,8 +1,17 @@
 """Decode every image once into memory-mappable uint8 arrays, one per split, shared by all variants.
 
-Output for a dataset (``build_cache``): ``<split>.npy`` of shape (N, S, S) uint8 for each split and
-``index.csv`` (the manifest rows in cache order, with ``cache_row``). Loading a batch is then a slice
-of a memory map instead of a PNG decode.
+Output for a dataset (``build_cache``): ``<split>.npy`` of shape (N, S, S) uint8 for each split,
+``index.csv`` (the manifest rows in cache order, with ``cache_row``) and ``skipped.csv`` (images left out
+under ``unreadable: skip``; only the header otherwise). Loading a batch is then a slice of a memory map
+instead of a PNG decode.
+
+Sources: an image file (``path``), or -- for datasets shipped as arrays (MedMNIST ``.npz``) -- a manifest row
+with ``array_key``/``array_index``: the image is ``np.load(path)[array_key][array_index]`` and is copied
+(resized if needed) without materialising any file.
+
+Unreadable images (missing, truncated, corrupt): ``unreadable="error"`` (default) stops with an
+``ImageDecodeError`` naming the file; ``unreadable="skip"`` leaves them out of the cache and lists them
+(split, image_id, path, error) in ``skipped.csv``.
 """
 
 from __future__ import annotations
@@ -98,35 +107,90 @@ def load_image(path: str | os.PathLike, size: int, how: str = "pad") -> np.ndarr
     return resize_square(gray, size, how)
 
 
+_ARRAYS: dict = {}  # (npz path, key) -> array, the one most recently used (bounded memory)
+
+
+def load_array_image(path: str, key: str, index: int, size: int, how: str = "pad") -> np.ndarray:
+    """Image ``index`` of array ``key`` in the .npz ``path`` as a size x size uint8 gray array."""
+    where = f"{path}[{key}][{index}]"
+    arr = _ARRAYS.get((path, key))
+    if arr is None:
+        try:
+            with np.load(path) as data:
+                arr = np.asarray(data[key])
+        except FileNotFoundError:
+            raise ImageDecodeError(f"{path}: array file not found") from None
+        except KeyError:
+            raise ImageDecodeError(f"{path}: no array {key!r}") from None
+        except (OSError, ValueError, EOFError) as exc:
+            raise ImageDecodeError(f"{path}: cannot read array {key!r} ({type(exc).__name__}: {exc})") from None
+        _ARRAYS.clear()
+        _ARRAYS[(path, key)] = arr
+    if not 0 <= index < len(arr):
+        raise ImageDecodeError(f"{where}: index out of range (array has {len(arr)} images)")
+    img = arr[index]
+    if img.ndim == 3 and img.shape[-1] in (3, 4):
+        gray = to_gray_uint8(Image.fromarray(img.astype(np.uint8)), where)
+    elif img.ndim == 2:
+        gray = img.astype(np.uint8)
+    else:
+        raise ImageDecodeError(f"{where}: unexpected image shape {img.shape}")
+    return resize_square(gray, size, how)
+
+
 def _load_job(args):
-    path, size, how = args
-    return load_image(path, size, how)
+    path, size, how, key, index, lenient = args
+    try:
+        if isinstance(key, str) and key:
+            return load_array_image(path, key, int(index), size, how)
+        return load_image(path, size, how)
+    except ImageDecodeError as exc:
+        if lenient:
+            return str(exc)
+        raise
 
 
-def decode_into(paths: list[str], out: np.ndarray, size: int, how: str, threads: int, progress=None) -> None:
-    """Decode ``paths`` into ``out[i]`` using ``threads`` worker processes (PNG decoding holds the GIL)."""
-    jobs = [(p, size, how) for p in paths]
-    if threads <= 1 or len(jobs) < 2 * threads:
+def decode_into(paths: list[str], out: np.ndarray, size: int, how: str, threads: int, progress=None,
+                array_keys=None, array_indices=None, unreadable: str = "error") -> list[tuple[int, str]]:
+    """Decode ``paths`` (or their array rows) into ``out[i]`` using ``threads`` worker processes (PNG decoding
+    holds the GIL). Returns the (row, error) pairs left out under ``unreadable="skip"`` (their ``out`` rows are 0)."""
+    if unreadable not in ("error", "skip"):
+        raise ValueError(f"unknown unreadable policy {unreadable!r}; expected error or skip")
+    keys = list(array_keys) if array_keys is not None else [None] * len(paths)
+    indices = list(array_indices) if array_indices is not None else [None] * len(paths)
+    jobs = [(p, size, how, k, i, unreadable == "skip") for p, k, i in zip(paths, keys, indices)]
+    uses_arrays = any(isinstance(k, str) and k for k in keys)
+    if threads <= 1 or len(jobs) < 2 * threads or uses_arrays:  # arrays: a copy, no decoding worth a pool
         results = map(_load_job, jobs)
         pool = None
     else:
         ctx = mp.get_context("fork" if os.name == "posix" else "spawn")
         pool = ctx.Pool(threads)
         results = pool.imap(_load_job, jobs, chunksize=max(1, min(64, len(jobs) // (threads * 8))))
+    failures = []
     try:
         for i, array in enumerate(results):
-            out[i] = array
+            if isinstance(array, str):
+                failures.append((i, array))
+                out[i] = 0
+            else:
+                out[i] = array
             if progress is not None:
                 progress.update(1)
     finally:
         if pool is not None:
             pool.terminate()
             pool.join()
+        _ARRAYS.clear()
+    return failures
+
+
+SKIPPED_COLUMNS = ["split", "image_id", "path", "error"]
 
 
 def build_cache(manifest: pd.DataFrame, out_dir: str | os.PathLike, *, image_size: int, resize: str = "pad",
-                threads: int = 1, progress: bool = True) -> pd.DataFrame:
-    """Write ``<split>.npy`` (uint8, N x S x S) for each split and ``index.csv``; return the index."""
+                threads: int = 1, progress: bool = True, unreadable: str = "error") -> pd.DataFrame:
+    """Write ``<split>.npy`` (uint8, N x S x S) for each split, ``index.csv`` and ``skipped.csv``; return the index."""
     from tqdm.auto import tqdm
 
     if "split" not in manifest.columns:
@@ -134,19 +198,38 @@ def build_cache(manifest: pd.DataFrame, out_dir: str | os.PathLike, *, image_siz
     check_patient_leakage(manifest)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    parts = []
+    parts, skipped = [], []
     for split in SPLITS:
         part = manifest[manifest["split"] == split].reset_index(drop=True)
-        part.insert(0, "cache_row", np.arange(len(part)))
         with atomic_path(out_dir / f"{split}.npy") as tmp:
             array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(part), image_size, image_size))
             bar = tqdm(total=len(part), desc=f"decode {split}", unit="img", disable=not progress, mininterval=5)
-            decode_into(part["path"].tolist(), array, image_size, resize, threads, bar)
+            failures = decode_into(part["path"].tolist(), array, image_size, resize, threads, bar,
+                                   array_keys=part["array_key"].tolist() if "array_key" in part else None,
+                                   array_indices=part["array_index"].tolist() if "array_index" in part else None,
+                                   unreadable=unreadable)
             bar.close()
             array.flush()
+            if failures:
+                bad = [row for row, _ in failures]
+                keep = np.setdiff1d(np.arange(len(part)), bad)
+                compact_path = tmp.with_name(tmp.name + ".compact.npy")
+                compact = np.lib.format.open_memmap(compact_path, mode="w+", dtype=np.uint8,
+                                                    shape=(len(keep), image_size, image_size))
+                for j, row in enumerate(keep):
+                    compact[j] = array[row]
+                compact.flush()
+                del compact
+                os.replace(compact_path, tmp)
+                for row, error in failures:
+                    skipped.append({"split": split, "image_id": part.at[row, "image_id"], "path": part.at[row, "path"],
+                                    "error": error})
+                part = part.iloc[keep].reset_index(drop=True)
             del array
+        part.insert(0, "cache_row", np.arange(len(part)))
         parts.append(part)
     index = pd.concat(parts, ignore_index=True)
+    write_csv(out_dir / "skipped.csv", pd.DataFrame(skipped, columns=SKIPPED_COLUMNS))
     write_csv(out_dir / "index.csv", index)
     return index
 
@@ -157,4 +240,5 @@ def load_cache_split(cache_dir: str | os.PathLike, split: str) -> np.ndarray:
 
 def load_cache_index(cache_dir: str | os.PathLike) -> pd.DataFrame:
     return pd.read_csv(Path(cache_dir) / "index.csv", dtype={"patient_id": str, "image_id": str, "view": str,
-                                                             "official_split": str}, keep_default_na=True)
+                                                             "official_split": str, "study_id": str,
+                                                             "body_part": str, "array_key": str}, keep_default_na=True)

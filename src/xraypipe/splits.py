@@ -27,21 +27,28 @@ def assign_splits(manifest: pd.DataFrame, *, use_official: bool = True, val_frac
     """Return a copy of ``manifest`` with a ``split`` column in {train, val, test}.
 
     The test split comes from the official lists when present (and ``use_official``), otherwise
-    ``test_fraction`` of the patients. Validation is ``val_fraction`` of the remaining patients.
+    ``test_fraction`` of the patients. Validation is the official validation set when the reader marks one
+    (``official_split == "val"``, e.g. MedMNIST), otherwise ``val_fraction`` of the remaining patients.
     Everything is drawn by patient, seeded, and independent of row order.
     """
     frame = manifest.copy()
     rng = np.random.default_rng(seed)
     official = frame["official_split"].fillna("") if "official_split" in frame else pd.Series("", index=frame.index)
-    if use_official and (official != "").any():
+    if use_official and (official == "test").any():
         is_test = official == "test"
-    else:
-        patients = np.array(sorted(frame["patient_id"].astype(str).unique()))
+    else:  # drawn by patient, leaving an official validation set (if any) intact
+        eligible = (official != "val") if use_official else pd.Series(True, index=frame.index)
+        patients = np.array(sorted(frame.loc[eligible, "patient_id"].astype(str).unique()))
         test_patients = _sample_patients(patients, test_fraction, rng)
         is_test = frame["patient_id"].astype(str).isin(test_patients)
-    pool = np.array(sorted(frame.loc[~is_test, "patient_id"].astype(str).unique()))
-    val_patients = _sample_patients(pool, val_fraction, rng)
-    frame["split"] = np.where(is_test, "test", np.where(frame["patient_id"].astype(str).isin(val_patients), "val", "train"))
+    official_val = (official == "val") & ~is_test
+    if use_official and official_val.any():
+        is_val = official_val
+    else:
+        pool = np.array(sorted(frame.loc[~is_test, "patient_id"].astype(str).unique()))
+        val_patients = _sample_patients(pool, val_fraction, rng)
+        is_val = frame["patient_id"].astype(str).isin(val_patients)
+    frame["split"] = np.where(is_test, "test", np.where(is_val, "val", "train"))
     check_patient_leakage(frame)
     return frame
 

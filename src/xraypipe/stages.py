@@ -9,10 +9,10 @@ import pandas as pd
 
 from xraypipe import datasets
 from xraypipe.atomic import atomic_dir, write_csv, write_json
-from xraypipe.datasets.contract import BASE_COLUMNS, DatasetFormatError, validate_manifest
+from xraypipe.datasets.contract import BASE_COLUMNS, OPTIONAL_COLUMNS, DatasetFormatError, validate_manifest
 from xraypipe.splits import assign_splits, check_patient_leakage, split_summary
 
-NON_LABEL_COLUMNS = set(BASE_COLUMNS) | {"split", "cache_row"}
+NON_LABEL_COLUMNS = set(BASE_COLUMNS) | set(OPTIONAL_COLUMNS) | {"split", "cache_row"}
 
 
 def manifest_pathologies(frame: pd.DataFrame) -> list[str]:
@@ -21,18 +21,28 @@ def manifest_pathologies(frame: pd.DataFrame) -> list[str]:
 
 def read_manifest(path: str | Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"patient_id": str, "image_id": str, "view": str, "official_split": str,
-                                    "sex": str}, keep_default_na=True).fillna({"official_split": "", "view": ""})
+                                    "sex": str, "study_id": str, "body_part": str, "array_key": str},
+                       keep_default_na=True).fillna({"official_split": "", "view": ""})
 
 
 def prepare_raw(dataset_cfg: dict, out_dir: str | Path) -> dict:
-    """Materialise the dataset's raw layout at ``out_dir``: generate the synthetic twin, or link a local copy."""
+    """Materialise the dataset's raw layout at ``out_dir``: generate the synthetic twin, download (and safely
+    extract) the release files listed under ``download``, extract a local archive, or link a local copy."""
     reader = datasets.READERS.get(dataset_cfg["reader"])
     out_dir = Path(out_dir)
     if dataset_cfg["source"] == "synthetic":
         if reader.generate is None:
             raise DatasetFormatError(f"reader {reader.name!r} has no synthetic generator")
         return reader.generate(out_dir, dataset_cfg.get("synthetic") or {})
+    if dataset_cfg["source"] == "download":
+        from xraypipe.acquire import prepare_download
+
+        return prepare_download(dataset_cfg, out_dir)
     root = Path(dataset_cfg["root"]).expanduser().resolve()
+    if root.is_file():
+        from xraypipe.acquire import extract_local_archive
+
+        return extract_local_archive(root, out_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root {root} does not exist (datasets.*.root in config)")
     # Link, not copy: real datasets are tens of GB. Each top-level entry becomes a symlink.
@@ -45,9 +55,10 @@ def prepare_raw(dataset_cfg: dict, out_dir: str | Path) -> dict:
 def make_splits(dataset_cfg: dict, raw_dir: str | Path, manifest_out, summary_out) -> pd.DataFrame:
     reader = datasets.READERS.get(dataset_cfg["reader"])
     pathologies = dataset_cfg.get("pathologies") or list(reader.pathologies)
+    options = {key: dataset_cfg[key] for key in reader.options if dataset_cfg.get(key) is not None}
     manifest = reader.read(raw_dir, pathologies=pathologies, views=dataset_cfg.get("views"),
-                           missing_images=dataset_cfg.get("missing_images", "error"))
-    validate_manifest(manifest, pathologies, source=str(raw_dir))
+                           missing_images=dataset_cfg.get("missing_images", "error"), **options)
+    validate_manifest(manifest, pathologies, source=str(raw_dir), allow_uncertain=reader.has_uncertain)
     if manifest.empty:
         raise DatasetFormatError(f"{raw_dir}: no images left after filtering (views={dataset_cfg.get('views')})")
     split_cfg = dataset_cfg.get("split") or {}
@@ -66,7 +77,7 @@ def build_cache(dataset_cfg: dict, manifest_path, out_dir, threads: int = 1) -> 
     check_patient_leakage(manifest, source=str(manifest_path))
     pre = dataset_cfg.get("preprocess") or {}
     return _build(manifest, out_dir, image_size=pre.get("image_size", 128), resize=pre.get("resize", "pad"),
-                  threads=threads)
+                  threads=threads, unreadable=pre.get("unreadable", "error"))
 
 
 def train(variant_cfg: dict, training_cfg: dict, cache_dir, model_out, history_out, checkpoint, threads: int = 1):

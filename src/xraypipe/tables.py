@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from xraypipe.atomic import write_csv, write_text
@@ -34,22 +35,285 @@ def _fmt(value, digits=3) -> str:
 
 
 def auroc_markdown(table: pd.DataFrame, ci_level: float = 0.95) -> str:
-    """AUROC [CI] per cell; pathologies as columns."""
-    fixed = {"dataset", "variant", "n_test_images", "n_test_patients", "mean_auroc", "mean_ci_low", "mean_ci_high"}
-    labels = [c for c in table.columns if c not in fixed and not c.endswith(("_ci_low", "_ci_high"))]
+    """AUROC [CI] per cell; pathologies as columns. Published and difference rows (``kind``) show the value only;
+    seed summaries show mean ± sd."""
+    fixed = {"dataset", "variant", "kind", "n_test_images", "n_test_patients", "mean_auroc", "mean_ci_low",
+             "mean_ci_high"}
+    labels = [c for c in table.columns if c not in fixed and not c.endswith(("_ci_low", "_ci_high", "_sd"))]
     header = ["dataset", "variant", "test images (patients)", "mean AUROC"] + labels
     lines = [f"AUROC on the test split, {int(round(ci_level * 100))}% bootstrap CI in brackets.", "",
              "| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|"]
     for _, r in table.iterrows():
-        cells = [str(r["dataset"]), str(r["variant"]), f"{r['n_test_images']} ({r['n_test_patients']})",
-                 f"{_fmt(r['mean_auroc'])} [{_fmt(r['mean_ci_low'])}, {_fmt(r['mean_ci_high'])}]"]
-        cells += [f"{_fmt(r[p])} [{_fmt(r[f'{p}_ci_low'])}, {_fmt(r[f'{p}_ci_high'])}]" for p in labels]
-        lines.append("| " + " | ".join(cells) + " |")
+        kind = r.get("kind", "measured")
+        if kind == "measured":
+            n = f"{int(r['n_test_images'])} ({int(r['n_test_patients'])})"
+            cells = [f"{_fmt(r['mean_auroc'])} [{_fmt(r['mean_ci_low'])}, {_fmt(r['mean_ci_high'])}]"]
+            cells += [f"{_fmt(r[p])} [{_fmt(r[f'{p}_ci_low'])}, {_fmt(r[f'{p}_ci_high'])}]" for p in labels]
+        elif kind == "seeds":
+            n = ""
+            cells = [f"{_fmt(r[c])} ± {_fmt(r.get(f'{c}_sd'))}" for c in ["mean_auroc", *labels]]
+        else:
+            n = ""
+            sign = "+" if kind == "difference" else ""
+            cells = [_fmt_signed(r[c]) if sign else _fmt(r[c]) for c in ["mean_auroc", *labels]]
+        lines.append("| " + " | ".join([str(r["dataset"]), str(r["variant"]), n, *cells]) + " |")
+    if "kind" in table.columns and (table["kind"] != "measured").any():
+        lines += ["", REFERENCE_NOTE]
     return "\n".join(lines) + "\n"
 
 
-def write_auroc_table(metric_files: dict, csv_out, md_out, ci_level: float = 0.95) -> pd.DataFrame:
-    table = auroc_table(metric_files)
+def _fmt_signed(value, digits=3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:+.{digits}f}"
+
+
+REFERENCE_NOTE = (
+    "Published rows are the papers' figures on the *real* dataset (see xraypipe.references for the citations); "
+    "difference rows are this row minus the published one, over the same labels. For a synthetic twin the "
+    "comparison shows the table's format, not a like-for-like result.")
+
+
+def with_auroc_references(table: pd.DataFrame, readers: dict | None = None, groups: dict | None = None) -> pd.DataFrame:
+    """Add ``kind`` (measured), then per dataset the published rows of its reader with the difference of each
+    measured variant, and mean ± sd rows over variants that differ only by seed (``groups``: variant -> group)."""
+    from xraypipe.metrics import summarise_over_seeds
+    from xraypipe.references import AUROC_REFERENCES_BY_READER
+
+    table = table.copy()
+    table.insert(2, "kind", "measured")
+    fixed = {"dataset", "variant", "kind", "n_test_images", "n_test_patients", "mean_auroc", "mean_ci_low",
+             "mean_ci_high"}
+    labels = [c for c in table.columns if c not in fixed and not c.endswith(("_ci_low", "_ci_high"))]
+    extra = []
+    for dataset, measured in table.groupby("dataset", sort=False):
+        refs = AUROC_REFERENCES_BY_READER.get((readers or {}).get(dataset), {})
+        for source, values in refs.items():
+            shared = [p for p in labels if p in values and measured[p].notna().any()]
+            if not shared:
+                continue
+            ref = {"dataset": dataset, "variant": f"published: {source}", "kind": "published",
+                   "mean_auroc": sum(values[p] for p in shared) / len(shared), **{p: values[p] for p in shared}}
+            extra.append(ref)
+            for _, r in measured.iterrows():
+                diff = {"dataset": dataset, "variant": f"{r['variant']} - {source}", "kind": "difference",
+                        **{p: r[p] - values[p] for p in shared}}
+                diff["mean_auroc"] = float(pd.Series([r[p] for p in shared]).mean()) - ref["mean_auroc"]
+                extra.append(diff)
+    if groups:
+        summary = summarise_over_seeds(table, groups, ["dataset"], ["mean_auroc", *labels])
+        for _, s in summary.iterrows():
+            row = {"dataset": s["dataset"], "variant": f"{s['group']} (mean ± sd over {s['n_seeds']} seeds)",
+                   "kind": "seeds"}
+            for c in ["mean_auroc", *labels]:
+                row[c], row[f"{c}_sd"] = s[f"{c}_mean"], s[f"{c}_sd"]
+            extra.append(row)
+    return pd.concat([table, pd.DataFrame(extra)], ignore_index=True) if extra else table
+
+
+def write_auroc_table(metric_files: dict, csv_out, md_out, ci_level: float = 0.95, readers: dict | None = None,
+                      groups: dict | None = None, html_out=None) -> pd.DataFrame:
+    table = with_auroc_references(auroc_table(metric_files), readers, groups)
     write_csv(csv_out, table, float_format="%.4f")
     write_text(md_out, auroc_markdown(table, ci_level))
+    if html_out:
+        write_html_table(html_out, table, f"AUROC on the test split with {int(round(ci_level * 100))}% bootstrap CIs "
+                                          "(ci_low/ci_high); published rows and differences where available.")
+    return table
+
+
+# ---------------------------------------------------------------------------------------------- HTML twin
+def write_html_table(path, frame: pd.DataFrame, caption: str, digits: int = 3) -> None:
+    """A self-contained HTML page with the table (shown inline by `snakemake --report`, which does not render CSV)."""
+    import html
+
+    body = frame.to_html(index=False, na_rep="n/a", float_format=lambda v: f"{v:.{digits}f}", border=0,
+                         classes="xraypipe-table")
+    write_text(path, "<!DOCTYPE html><html><head><meta charset='utf-8'><title>{t}</title><style>"
+               "body{{font-family:sans-serif;font-size:13px}} table{{border-collapse:collapse}}"
+               "td,th{{padding:2px 6px;border-bottom:1px solid #ddd;text-align:right}}"
+               "td:first-child,th:first-child{{text-align:left}}</style></head><body><p>{t}</p>{b}</body></html>\n"
+               .format(t=html.escape(caption), b=body))
+
+
+# ---------------------------------------------------------------------------------------------- generic Markdown
+COUNT_COLUMNS = {"tp", "fp", "tn", "fn", "n", "n_positive", "n_studies", "n_images", "n_seeds"}
+
+
+def markdown_table(frame: pd.DataFrame, caption: str = "", digits: int = 3, note: str = "") -> str:
+    """A plain pipe table (floats to ``digits``; NaN as n/a) with a caption line and an optional note."""
+    cols = list(frame.columns)
+    numeric = [pd.api.types.is_numeric_dtype(frame[c]) for c in cols]
+    lines = ([caption, ""] if caption else []) + ["| " + " | ".join(map(str, cols)) + " |",
+                                                  "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
+    for _, r in frame.iterrows():
+        cells = []
+        counts_row = r.get("metric") == "n_boxes"
+        for c in cols:
+            v = r[c]
+            if isinstance(v, (float, np.floating, int, np.integer)) and not isinstance(v, bool):
+                v = float(v)
+                if np.isnan(v):
+                    cells.append("n/a")
+                elif (c in COUNT_COLUMNS or counts_row) and v.is_integer():
+                    cells.append(str(int(v)))
+                else:
+                    cells.append(f"{v:.{digits}f}")
+            else:
+                cells.append(str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    if note:
+        lines += ["", note]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------- classification
+CLASSIFICATION_COLUMNS = ["threshold", "auroc", "auroc_ci_low", "auroc_ci_high", "auprc", "sensitivity",
+                          "specificity", "precision", "f1", "accuracy", "balanced_error", "kappa", "tp", "fp", "tn",
+                          "fn", "n", "n_positive"]
+
+
+def classification_table(metric_files: dict, groups: dict | None = None) -> pd.DataFrame:
+    """One row per dataset x variant x label (and a ``macro`` row): the evaluate stage's test metrics at the
+    validation-chosen thresholds; plus mean ± sd rows (kind ``seeds_mean``/``seeds_sd``) over seed groups."""
+    from xraypipe.metrics import summarise_over_seeds
+
+    rows = []
+    for (dataset, variant), path in metric_files.items():
+        metrics = json.loads(Path(path).read_text())
+        report = metrics["classification"]
+        for label, values in report["labels"].items():
+            ci = metrics["labels"].get(label, {})
+            rows.append({"dataset": dataset, "variant": variant, "kind": "measured", "label": label,
+                         "threshold_method": report["method"], **{k: values.get(k) for k in CLASSIFICATION_COLUMNS},
+                         "auroc_ci_low": ci.get("ci_low"), "auroc_ci_high": ci.get("ci_high")})
+        macro = report["macro"]
+        rows.append({"dataset": dataset, "variant": variant, "kind": "measured", "label": "macro",
+                     "threshold_method": report["method"], **{k: macro.get(k) for k in CLASSIFICATION_COLUMNS},
+                     "auroc_ci_low": metrics["mean"]["ci_low"], "auroc_ci_high": metrics["mean"]["ci_high"]})
+    table = pd.DataFrame(rows, columns=["dataset", "variant", "kind", "label", "threshold_method",
+                                        *CLASSIFICATION_COLUMNS]).astype({c: float for c in CLASSIFICATION_COLUMNS})
+    if groups:
+        values = ["auroc", "auprc", "sensitivity", "specificity", "precision", "f1", "accuracy", "balanced_error",
+                  "kappa"]
+        summary = summarise_over_seeds(table, groups, ["dataset", "label"], values)
+        extra = []
+        for _, s in summary.iterrows():
+            for stat in ("mean", "sd"):
+                extra.append({"dataset": s["dataset"], "variant": f"{s['group']} ({s['n_seeds']} seeds)",
+                              "kind": f"seeds_{stat}", "label": s["label"],
+                              **{v: s[f"{v}_{stat}"] for v in values}})
+        if extra:
+            table = pd.concat([table, pd.DataFrame(extra)], ignore_index=True)
+    return table
+
+
+def write_classification_table(metric_files: dict, csv_out, md_out, groups: dict | None = None,
+                               html_out=None) -> pd.DataFrame:
+    table = classification_table(metric_files, groups)
+    write_csv(csv_out, table, float_format="%.4f")
+    shown = table[["dataset", "variant", "kind", "label", "threshold", "auroc", "auprc", "sensitivity", "specificity",
+                   "precision", "f1", "accuracy", "balanced_error", "kappa", "tp", "fp", "tn", "fn"]]
+    method = ", ".join(sorted(table["threshold_method"].dropna().unique())) or "n/a"
+    caption = (f"Test-split classification metrics at operating thresholds chosen on the validation split ({method}); "
+               "balanced error = 1 - (sensitivity + specificity) / 2; kappa = Cohen's kappa.")
+    write_text(md_out, markdown_table(shown, caption=caption))
+    if html_out:
+        write_html_table(html_out, shown, caption)
+    return table
+
+
+# ---------------------------------------------------------------------------------------------- localization
+def iobb_table(summary_files: dict, readers: dict | None = None) -> pd.DataFrame:
+    """Wang et al.'s layout: rows (dataset, variant, T, metric), columns the boxed findings; plus the published
+    Wang et al. rows (acc) and each variant's difference from them, for datasets of a reader with published figures."""
+    from xraypipe.references import LOCALIZATION_REFERENCES_BY_READER
+
+    parts = []
+    for (dataset, variant), path in summary_files.items():
+        summary = pd.read_csv(path)
+        if summary.drop(columns=["T", "metric"]).empty:
+            continue
+        summary.insert(0, "kind", "measured")
+        summary.insert(0, "variant", variant)
+        summary.insert(0, "dataset", dataset)
+        parts.append(summary)
+        for source, ref in LOCALIZATION_REFERENCES_BY_READER.get((readers or {}).get(dataset), {}).items():
+            findings = [c for c in summary.columns[5:] if c in next(iter(ref.values()))]
+            for t, values in ref.items():
+                measured = summary[(summary["metric"] == "acc") & (summary["T"].round(4) == round(t, 4))]
+                if measured.empty:
+                    continue
+                parts.append(pd.DataFrame([{"dataset": dataset, "variant": f"{variant} - {source}",
+                                            "kind": "difference", "T": t, "metric": "acc",
+                                            **{f: measured.iloc[0][f] - values[f] for f in findings}}]))
+    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["dataset", "variant", "kind", "T",
+                                                                                    "metric"])
+    refs = []
+    for dataset in table["dataset"].unique():
+        for source, ref in LOCALIZATION_REFERENCES_BY_READER.get((readers or {}).get(dataset), {}).items():
+            for t, values in ref.items():
+                refs.append({"dataset": dataset, "variant": f"published: {source}", "kind": "published", "T": t,
+                             "metric": "acc", **{f: v for f, v in values.items() if f in table.columns}})
+    if refs:
+        table = pd.concat([table, pd.DataFrame(refs)], ignore_index=True)
+    order = {"measured": 0, "published": 1, "difference": 2}
+    if len(table):
+        table = table.assign(_k=table["kind"].map(order), _m=table["metric"].map({"acc": 0, "afp": 1}).fillna(2))
+        table = table.sort_values(["dataset", "_m", "T", "_k"], kind="stable").drop(columns=["_k", "_m"])
+    return table.reset_index(drop=True)
+
+
+def write_iobb_table(summary_files: dict, csv_out, md_out, readers: dict | None = None, html_out=None) -> pd.DataFrame:
+    table = iobb_table(summary_files, readers)
+    write_csv(csv_out, table, float_format="%.4f")
+    caption = ("Localization on the test images with ground-truth boxes (Wang et al. 2017 layout): acc = fraction "
+               "of ground-truth boxes with IoBB > T (IoBB = intersection / detected box area), afp = average false "
+               "positive boxes per image; mean_iobb/mean_iou = best match per box.")
+    write_text(md_out, markdown_table(table, caption=caption,
+                                      note=REFERENCE_NOTE if (table.get("kind") == "published").any() else "")
+               if len(table) else caption + "\n\nNo dataset of this experiment has ground-truth boxes.\n")
+    if html_out:
+        write_html_table(html_out, table, caption)
+    return table
+
+
+# ---------------------------------------------------------------------------------------------- study level
+def study_table(parts: list[pd.DataFrame], readers: dict | None = None) -> pd.DataFrame:
+    """Study-level rows (one per dataset x variant x group x label) with the published MURA row for MURA datasets."""
+    from xraypipe.references import STUDY_REFERENCES_BY_READER
+
+    parts = [p for p in parts if len(p)]
+    columns = ["dataset", "variant", "kind", "group", "label", "n_studies", "threshold", "auroc", "auprc",
+               "sensitivity", "specificity", "precision", "f1", "accuracy", "balanced_error", "kappa", "tp", "fp",
+               "tn", "fn"]
+    if not parts:
+        return pd.DataFrame(columns=columns)
+    table = pd.concat(parts, ignore_index=True)
+    table["kind"] = "measured"
+    extra = []
+    for dataset in table["dataset"].unique():
+        for source, values in STUDY_REFERENCES_BY_READER.get((readers or {}).get(dataset), {}).items():
+            extra.append({"dataset": dataset, "variant": f"published: {source}", "kind": "published", "group": "all",
+                          **values})
+            for _, r in table[(table["dataset"] == dataset) & (table["group"] == "all")].iterrows():
+                extra.append({"dataset": dataset, "variant": f"{r['variant']} - {source}", "kind": "difference",
+                              "group": "all", "label": r["label"],
+                              **{k: r[k] - v for k, v in values.items()}})
+    if extra:
+        table = pd.concat([table, pd.DataFrame(extra)], ignore_index=True)
+    return table[[c for c in columns if c in table.columns]]
+
+
+def write_study_table(parts: list[pd.DataFrame], csv_out, md_out, readers: dict | None = None,
+                      html_out=None) -> pd.DataFrame:
+    table = study_table(parts, readers)
+    write_csv(csv_out, table, float_format="%.4f")
+    caption = ("Study-level metrics (a study's probability = the mean over its images), per body part and overall, "
+               "at thresholds chosen on the validation studies.")
+    write_text(md_out, markdown_table(table, caption=caption) if len(table) else
+               caption + "\n\nNo dataset of this experiment has studies (a study_id column in its manifest).\n")
+    if html_out:
+        write_html_table(html_out, table, caption if len(table) else
+                         caption + " No dataset of this experiment has studies (a study_id column in its manifest).")
     return table

@@ -4,8 +4,12 @@
 - a checkpoint after every epoch (atomic), so a killed job rerun resumes at the next epoch; the
   checkpoint carries a fingerprint of everything that defines the run and is ignored if it differs;
 - per-epoch history CSV; tqdm progress on stderr (the rule's log);
-- CUDA with mixed precision (bf16 where supported, else fp16 + GradScaler) and channels_last when a
-  GPU is present, plain fp32 on CPU.
+- CUDA with mixed precision (bf16 where supported, else fp16 + GradScaler), channels_last, pinned memory with
+  non-blocking copies and cudnn.benchmark when a GPU is present (each a ``training`` switch), plain fp32 on CPU;
+- optional single-node DistributedDataParallel (``training.distributed``): ``scripts/train.py`` relaunches
+  itself under torchrun (``torch.distributed.run``) with one process per GPU (NCCL), or per CPU process with
+  gloo (how the tests exercise it). Every process draws the same global batch and trains on its share; rank 0
+  alone validates, selects, checkpoints and writes; all processes resume from the same checkpoint.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -22,6 +28,7 @@ import pandas as pd
 
 from xraypipe.atomic import atomic_path, write_csv
 from xraypipe.data import GRAY_MEAN, GRAY_STD, CacheBatches
+from xraypipe.encodings import eval_labels
 from xraypipe.losses import build_loss
 from xraypipe.metrics import auroc
 from xraypipe.models import build_model
@@ -39,6 +46,97 @@ def select_device(preference: str = "auto"):
     if preference in ("auto", "cuda") and torch.cuda.is_available():
         return torch.device("cuda")
     return torch.device("cpu")
+
+
+def distributed_world(training: dict) -> int:
+    """Number of processes ``training.distributed`` asks for (1 = plain single-process training).
+
+    ``nproc_per_node: auto`` = every visible GPU (Slurm's --gpus sets which), 1 without CUDA.
+    """
+    dist = training.get("distributed") or {}
+    if not dist.get("enabled", False):
+        return 1
+    nproc = dist.get("nproc_per_node", "auto")
+    if nproc == "auto":
+        import torch
+
+        nproc = torch.cuda.device_count() if torch.cuda.is_available() else 1
+    return max(1, int(nproc))
+
+
+def inside_torchrun() -> bool:
+    return all(k in os.environ for k in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR"))
+
+
+def torchrun_argv(nproc: int, script: str, args: list[str]) -> list[str]:
+    """``torchrun --standalone --nnodes=1 --nproc-per-node=N script args`` with this interpreter."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
+            f"--nproc-per-node={nproc}", script, *args]
+
+
+def relaunch_under_torchrun(training: dict, script: str, args: list[str]) -> None:
+    """Replace this process by torchrun when DDP with more than one process is configured (no-op otherwise)."""
+    nproc = distributed_world(training)
+    if nproc > 1 and not inside_torchrun():
+        argv = torchrun_argv(nproc, script, args)
+        print(f"training.distributed: launching {nproc} processes: {' '.join(argv[1:])}", flush=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(argv[0], argv)  # same PID: Slurm's signals reach torchrun, which forwards them
+
+
+class _Distributed:
+    """The process group of a torchrun launch (rank 0 of 1 without one)."""
+
+    def __init__(self, training: dict):
+        self.rank, self.local_rank, self.world_size = 0, 0, 1
+        self.backend = None
+        if inside_torchrun() and int(os.environ["WORLD_SIZE"]) > 1:
+            import torch
+            import torch.distributed as dist
+
+            self.rank, self.world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+            self.local_rank = int(os.environ["LOCAL_RANK"])
+            backend = (training.get("distributed") or {}).get("backend", "auto")
+            use_cuda = select_device(training.get("device", "auto")).type == "cuda"
+            self.backend = ("nccl" if use_cuda else "gloo") if backend == "auto" else backend
+            if use_cuda:
+                torch.cuda.set_device(self.local_rank)
+            if not dist.is_initialized():
+                dist.init_process_group(backend=self.backend)
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.enabled:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def sum(self, *values: float) -> list[float]:
+        """Sum scalars over all processes (identity when not distributed)."""
+        if not self.enabled:
+            return list(values)
+        import torch
+        import torch.distributed as dist
+
+        device = torch.device("cuda", self.local_rank) if self.backend == "nccl" else torch.device("cpu")
+        t = torch.tensor(values, dtype=torch.float64, device=device)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def close(self) -> None:
+        if self.enabled:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
 
 
 def amp_dtype(device):
@@ -97,22 +195,45 @@ def train_variant(*, cache_dir: str | Path, pathologies, variant: dict, training
     """Train and write ``model_out`` (best-by-validation weights + metadata) and ``history_out``.
 
     Returns the final history row. ``on_epoch_end(epoch, row)`` is called after each checkpoint is saved.
+    Under torchrun (``training.distributed``) every process calls this; rank 0 alone validates, calls
+    ``on_epoch_end``, writes and returns the row; the other ranks return ``{}``.
     """
+    dist = _Distributed(training)
+    try:
+        return _train(dist, cache_dir=cache_dir, pathologies=pathologies, variant=variant, training=training,
+                      model_out=model_out, history_out=history_out, checkpoint_path=checkpoint_path, threads=threads,
+                      on_epoch_end=on_epoch_end, progress=progress)
+    finally:
+        dist.close()
+
+
+def _train(dist: _Distributed, *, cache_dir, pathologies, variant, training, model_out, history_out, checkpoint_path,
+           threads, on_epoch_end, progress) -> dict:
     import torch
     from tqdm.auto import tqdm
 
     torch.set_num_threads(max(1, threads))
     device = select_device(training.get("device", "auto"))
+    if device.type == "cuda" and dist.enabled:
+        device = torch.device("cuda", dist.local_rank)
     dtype = amp_dtype(device) if training.get("amp", True) else None
     channels_last = bool(training.get("channels_last", True)) and device.type == "cuda"
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    pin = device.type == "cuda"
+        torch.backends.cudnn.benchmark = bool(training.get("cudnn_benchmark", True))
+    pin = bool(training.get("pin_memory", True)) and device.type == "cuda"
     pathologies = list(pathologies)
     seed = int(variant.get("seed", 0))
+    main = dist.is_main
+    progress = progress and main
 
+    encoding = variant.get("encoding", "u_ignore")
+    if encoding in ("u_selftrained", "u_multiclass"):
+        raise NotImplementedError(f"encoding {encoding!r}: the label encoding exists (xraypipe.encodings) but its "
+                                  "training loop is not implemented yet; use u_ignore, u_zeros or u_ones")
     train_batches = CacheBatches(cache_dir, "train", pathologies, batch_size=variant["batch_size"], shuffle=True,
-                                 augment=variant.get("augment", True), seed=seed, pin_memory=pin)
+                                 augment=variant.get("augment", True), seed=seed, pin_memory=pin, rank=dist.rank,
+                                 world_size=dist.world_size, encoding=encoding,
+                                 blank=variant.get("blank", "masked"))
     val_batches = CacheBatches(cache_dir, "val", pathologies, batch_size=max(64, variant["batch_size"]),
                                pin_memory=pin)
     if len(train_batches.index) == 0 or len(val_batches.index) == 0:
@@ -124,10 +245,18 @@ def train_variant(*, cache_dir: str | Path, pathologies, variant: dict, training
                         **variant.get("model_args", {})).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    net = model  # what the training steps call: the DDP wrapper when distributed (it averages the gradients)
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = _build_optimizer(variant, model.parameters())
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=variant["epochs"])
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    loss_fn = build_loss(variant["loss"])
+    known = train_batches.mask.numpy()
+    loss_fn = build_loss(variant["loss"], pos_counts=(train_batches.targets.numpy() * known).sum(axis=0),
+                         neg_counts=((1 - train_batches.targets.numpy()) * known).sum(axis=0),
+                         **variant.get("loss_args", {}))
 
     fingerprint = run_fingerprint(variant, pathologies, cache_dir, image_size)
     checkpoint_path = Path(checkpoint_path)
@@ -141,15 +270,17 @@ def train_variant(*, cache_dir: str | Path, pathologies, variant: dict, training
             scaler.load_state_dict(saved["scaler"])
             state = {k: saved[k] for k in state}
             log.info("resuming from %s after epoch %d", checkpoint_path, state["epoch"])
-            print(f"resuming from {checkpoint_path} after epoch {state['epoch']}", flush=True)
-        else:
+            if main:
+                print(f"resuming from {checkpoint_path} after epoch {state['epoch']}", flush=True)
+        elif main:
             print(f"ignoring {checkpoint_path}: it belongs to a different configuration", flush=True)
 
     for epoch in range(state["epoch"] + 1, variant["epochs"] + 1):
         started = time.perf_counter()
-        torch.manual_seed(seed * 1_000_003 + epoch)  # dropout etc.: same stream whether resumed or not
+        # dropout etc.: same stream whether resumed or not (rank 0 = the single-process stream)
+        torch.manual_seed(seed * 1_000_003 + epoch + 1_000_000_007 * dist.rank)
         train_batches.set_epoch(epoch)
-        model.train()
+        net.train()
         total, count = 0.0, 0
         bar = tqdm(train_batches, desc=f"epoch {epoch}/{variant['epochs']}", unit="batch", disable=not progress,
                    mininterval=5)
@@ -160,7 +291,7 @@ def train_variant(*, cache_dir: str | Path, pathologies, variant: dict, training
                 x = x.contiguous(memory_format=torch.channels_last)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                logits = model(x)
+                logits = net(x)
             loss = loss_fn(logits, y, m)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite training loss at epoch {epoch}; lower lr (now {variant['lr']})")
@@ -172,6 +303,12 @@ def train_variant(*, cache_dir: str | Path, pathologies, variant: dict, training
             bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
         bar.close()
         scheduler.step()
+        total, count = dist.sum(total, count)  # the whole global batch's training loss
+        if not main:
+            # Only rank 0 validates, selects and writes; the others wait for its checkpoint before going on.
+            state["epoch"] = epoch
+            dist.barrier()
+            continue
 
         probs, y_val, m_val = predict_batches(model, val_batches, device, dtype, channels_last)
         val_loss = float(loss_fn(torch.logit(torch.from_numpy(probs).clamp(1e-6, 1 - 1e-6)),
@@ -193,7 +330,10 @@ def train_variant(*, cache_dir: str | Path, pathologies, variant: dict, training
                         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), **state}, tmp)
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
+        dist.barrier()
 
+    if not main:
+        return {}
     metadata = {
         "format": FORMAT_VERSION, "model": variant["model"], "model_args": variant.get("model_args", {}),
         "pathologies": pathologies, "in_channels": 1, "image_size": image_size,
@@ -252,7 +392,7 @@ def predict_split(*, model_path, cache_dir, split: str, out_csv, threads: int = 
     probs, _, _ = predict_batches(model, batches, device) if len(batches.index) else (np.zeros((0, len(pathologies))),) * 3
     frame = batches.index[["image_id", "patient_id"]].copy()
     for j, p in enumerate(pathologies):
-        frame[f"label_{p}"] = batches.index[p].to_numpy(dtype=float)
+        frame[f"label_{p}"] = eval_labels(batches.index[p].to_numpy(dtype=float))  # uncertain -> unknown
         frame[f"prob_{p}"] = probs[:, j]
     write_csv(out_csv, frame)
     return frame

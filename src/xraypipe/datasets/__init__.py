@@ -1,42 +1,73 @@
-"""Dataset registry: one reader per source layout, all producing the same manifest contract."""
+"""Dataset registry: one reader per source layout, all producing the same manifest contract.
+
+Readers: ``nih`` (ChestX-ray14), ``chexpert`` (v1.0-small and full), ``mura`` (v1.1), ``kermany`` (pediatric
+pneumonia), ``pneumoniamnist`` and ``chestmnist`` (MedMNIST .npz). Each has a synthetic twin generator in
+:mod:`xraypipe.synthetic` writing the real release's layout (the reader cannot tell the difference).
+"""
 
 from __future__ import annotations
 
+import functools
+import importlib
+
 from xraypipe.registry import Registry
 
-from . import nih
-from .contract import BASE_COLUMNS, DatasetFormatError, DatasetReader, validate_manifest
+from . import chexpert, kermany, medmnist, mura, nih
+from .contract import BASE_COLUMNS, OPTIONAL_COLUMNS, DatasetFormatError, DatasetReader, validate_manifest
 
 READERS: Registry = Registry("dataset reader")
 
+# reader -> (synthetic module, generator function name, extra keyword arguments)
+_TWINS = {
+    "nih": ("nih", "generate_nih_synthetic", {}),
+    "chexpert": ("chexpert", "generate_chexpert_synthetic", {}),
+    "mura": ("mura", "generate_mura_synthetic", {}),
+    "kermany": ("kermany", "generate_kermany_synthetic", {}),
+    "pneumoniamnist": ("medmnist", "generate_medmnist_synthetic", {"flavour": "pneumoniamnist"}),
+    "chestmnist": ("medmnist", "generate_medmnist_synthetic", {"flavour": "chestmnist"}),
+}
 
-def _generate_nih(out_dir, params):
-    from xraypipe.synthetic.nih import generate_nih_synthetic
 
-    return generate_nih_synthetic(out_dir, params)
+def _twin_module(reader: str):
+    return importlib.import_module(f"xraypipe.synthetic.{_TWINS[reader][0]}")
 
 
-def _nih_defaults():
-    from xraypipe.synthetic.nih import DEFAULT_PARAMS
+def _generator(reader: str):
+    def generate(out_dir, params):
+        _, func, kwargs = _TWINS[reader]
+        return getattr(_twin_module(reader), func)(out_dir, params, **kwargs)
 
-    return DEFAULT_PARAMS
+    return generate
 
 
 READERS.register("nih")(DatasetReader(
-    name="nih", pathologies=nih.PATHOLOGIES, read=nih.read_nih, generate=_generate_nih,
-))
-_SYNTHETIC_DEFAULTS = {"nih": _nih_defaults}
+    name="nih", pathologies=nih.PATHOLOGIES, read=nih.read_nih, generate=_generator("nih")))
+READERS.register("chexpert")(DatasetReader(
+    name="chexpert", pathologies=chexpert.PATHOLOGIES, read=chexpert.read_chexpert, generate=_generator("chexpert"),
+    has_uncertain=True))
+READERS.register("mura")(DatasetReader(
+    name="mura", pathologies=mura.PATHOLOGIES, read=mura.read_mura, generate=_generator("mura"),
+    options=("body_parts",)))
+READERS.register("kermany")(DatasetReader(
+    name="kermany", pathologies=kermany.PATHOLOGIES, read=kermany.read_kermany, generate=_generator("kermany")))
+for _flavour, _names in medmnist.FLAVOURS.items():
+    READERS.register(_flavour)(DatasetReader(
+        name=_flavour, pathologies=_names, read=functools.partial(medmnist.read_medmnist, flavour=_flavour),
+        generate=_generator(_flavour)))
 
 
 def check_synthetic_params(reader: str, params: dict) -> None:
-    """Raise ValueError naming any generator parameter the reader's twin does not know."""
-    if reader not in _SYNTHETIC_DEFAULTS:
-        raise ValueError(f"reader {reader!r} has no synthetic twin yet")
-    allowed = _SYNTHETIC_DEFAULTS[reader]()
+    """Raise ValueError naming any generator parameter the reader's twin does not know (or a bad value)."""
+    if reader not in _TWINS:
+        raise ValueError(f"reader {reader!r} has no synthetic twin")
+    module = _twin_module(reader)
+    allowed = module.DEFAULT_PARAMS
     for key in params:
         if key not in allowed:
             raise ValueError(f"unknown generator parameter {key!r}; known: {', '.join(sorted(allowed))}")
+    if reader != "nih":
+        module.resolve_params(params)  # value checks (cheap: no rendering)
 
 
-__all__ = ["READERS", "BASE_COLUMNS", "DatasetFormatError", "DatasetReader", "validate_manifest",
+__all__ = ["READERS", "BASE_COLUMNS", "OPTIONAL_COLUMNS", "DatasetFormatError", "DatasetReader", "validate_manifest",
            "check_synthetic_params"]

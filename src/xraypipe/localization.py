@@ -1,0 +1,425 @@
+"""Weakly supervised localization: class heatmaps (Grad-CAM, CAM), heatmap -> boxes, and IoU/IoBB scoring.
+
+- Heatmaps come from the maintained ``pytorch-grad-cam`` package (``grad-cam`` on PyPI): ``GradCAM`` for any
+  convolutional model, and CAM (Zhou et al. 2016) for global-average-pool + linear heads as a small ``BaseCAM``
+  subclass whose channel weights are the linear layer's row for the class (no gradients needed).
+- Boxes: threshold the heatmap (a fraction of its maximum) and take the bounding boxes of the connected
+  components (``scipy.ndimage``); or seed 004's heuristic: among candidate boxes, keep the 5 whose size is
+  closest to the finding's mean training box size and pick the one with the highest mean heat.
+- Scores (Wang et al., CVPR 2017, "ChestX-ray8"): IoBB = area(detected ∩ ground truth) / area(detected);
+  a ground-truth box is hit at T when some detected box of the same finding has IoBB > T; AFP = the average
+  number of detected boxes per image that hit no ground-truth box of their finding.
+
+Boxes are ``(x, y, w, h)`` in continuous pixel coordinates: pixel (row i, column j) covers [j, j+1) x [i, i+1).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+IOBB_THRESHOLDS = (0.1, 0.25, 0.5, 0.75, 0.9)
+BOX_FRAME = 1024.0  # NIH BBox_List_2017.csv coordinates are in the 1024 x 1024 frame of the released PNGs
+HEATMAP_METHODS = ("gradcam", "cam")
+BOX_METHODS = ("threshold", "heuristic")
+
+
+# ------------------------------------------------------------------------------------------------ geometry
+def box_area(box) -> float:
+    return max(0.0, float(box[2])) * max(0.0, float(box[3]))
+
+
+def intersection(a, b) -> float:
+    w = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    h = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    return max(0.0, w) * max(0.0, h)
+
+
+def iou(a, b) -> float:
+    inter = intersection(a, b)
+    union = box_area(a) + box_area(b) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def iobb(detected, truth) -> float:
+    """Intersection over the *detected* box's area (Wang et al. 2017)."""
+    area = box_area(detected)
+    return intersection(detected, truth) / area if area > 0 else 0.0
+
+
+def map_box(box, image_size: tuple[int, int], cache_size: int, resize: str = "pad",
+            frame: tuple[float, float] | None = (BOX_FRAME, BOX_FRAME)) -> tuple[float, float, float, float]:
+    """Map a box from the annotation frame to the cache frame, mirroring ``preprocess.resize_square``.
+
+    ``image_size`` is the stored image's (width, height). ``frame`` is the (width, height) the box coordinates
+    refer to (NIH: 1024 x 1024, the released PNGs' size); None means the image's own pixel frame. ``resize``:
+    pad (letterbox: centred on a black square of the longer side), crop (centre square of the shorter side) or
+    stretch. The result is clipped to the cache square.
+    """
+    width, height = image_size
+    x, y, w, h = (float(v) for v in box)
+    if frame is not None:
+        sx, sy = width / frame[0], height / frame[1]
+        x, y, w, h = x * sx, y * sy, w * sx, h * sy
+    if resize == "stretch" or width == height:
+        kx, ky = cache_size / width, cache_size / height
+        ox = oy = 0.0
+    elif resize == "pad":
+        side = max(width, height)
+        kx = ky = cache_size / side
+        ox, oy = (side - width) // 2, (side - height) // 2  # PIL paste offsets (integers)
+    elif resize == "crop":
+        side = min(width, height)
+        kx = ky = cache_size / side
+        ox, oy = -((width - side) // 2), -((height - side) // 2)
+    else:
+        raise ValueError(f"unknown resize mode {resize!r}")
+    x0, y0 = (x + ox) * kx, (y + oy) * ky
+    x1, y1 = (x + w + ox) * kx, (y + h + oy) * ky
+    x0, x1 = np.clip([x0, x1], 0, cache_size)
+    y0, y1 = np.clip([y0, y1], 0, cache_size)
+    return float(x0), float(y0), float(x1 - x0), float(y1 - y0)
+
+
+# ------------------------------------------------------------------------------------------------ heatmaps
+def cam_layers(model):
+    """(feature layer, linear head or None) for CAM/Grad-CAM.
+
+    torchvision ResNets: ``layer4`` and ``fc``. An ``nn.Sequential`` containing ``AdaptiveAvgPool2d``: the
+    module just before the pooling, and the last ``Linear``. Otherwise: the last ``Conv2d`` and no head
+    (Grad-CAM only).
+    """
+    import torch.nn as nn
+
+    if hasattr(model, "layer4") and isinstance(getattr(model, "fc", None), nn.Linear):
+        return model.layer4, model.fc
+    if isinstance(model, nn.Sequential):
+        modules = list(model)
+        pools = [i for i, m in enumerate(modules) if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AvgPool2d))]
+        linears = [m for m in modules if isinstance(m, nn.Linear)]
+        if pools and linears and pools[-1] > 0:
+            after = modules[pools[-1] + 1:]
+            if all(isinstance(m, (nn.Flatten, nn.Dropout, nn.Linear, nn.Identity)) for m in after) and \
+                    sum(isinstance(m, nn.Linear) for m in after) == 1:
+                return modules[pools[-1] - 1], linears[-1]
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ValueError(f"{type(model).__name__}: no convolutional layer to compute a class heatmap from")
+    return convs[-1], None
+
+
+def _cam_class():
+    from pytorch_grad_cam.base_cam import BaseCAM
+
+    class CAM(BaseCAM):
+        """Class activation mapping (Zhou et al. 2016): sum_k w[c, k] A_k for a GAP + linear head."""
+
+        def __init__(self, model, target_layers, linear):
+            super().__init__(model, target_layers, uses_gradients=False)
+            self.linear = linear
+
+        def get_cam_weights(self, input_tensor, target_layer, targets, activations, grads):
+            weight = self.linear.weight.detach().float().cpu().numpy()
+            return np.stack([weight[t.category] for t in targets])
+
+    return CAM
+
+
+def heatmaps(model, images: np.ndarray, classes, *, method: str = "gradcam", batch_size: int = 32,
+             mean: float = 0.5, std: float = 0.25, device=None) -> np.ndarray:
+    """Class heatmaps in [0, 1] at the input resolution: one per (image, class) pair.
+
+    ``images``: N x S x S uint8 (the cache's format); ``classes``: N class indices (which output to explain).
+    Returns N x S x S float32; each map is min-max scaled by the library (0 = no evidence).
+    """
+    import torch
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    if method not in HEATMAP_METHODS:
+        raise ValueError(f"unknown heatmap method {method!r}; choose one of {', '.join(HEATMAP_METHODS)}")
+    images = np.asarray(images)
+    classes = [int(c) for c in classes]
+    if images.ndim != 3 or len(images) != len(classes):
+        raise ValueError(f"expected N x S x S images and N classes, got {images.shape} and {len(classes)}")
+    model = model.eval()
+    if device is not None:
+        model = model.to(device)
+    layer, linear = cam_layers(model)
+    if method == "cam":
+        if linear is None:
+            raise ValueError(f"CAM needs a global-average-pool + linear head; {type(model).__name__} has none "
+                             "(use method gradcam)")
+        explainer = _cam_class()(model, [layer], linear)
+    else:
+        explainer = GradCAM(model=model, target_layers=[layer])
+    out = np.zeros(images.shape, dtype=np.float32)
+    if len(images) == 0:
+        return out
+    dev = next(model.parameters()).device
+    try:
+        for start in range(0, len(images), batch_size):
+            chunk = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).float().div_(255.0)
+            x = chunk.sub_(mean).div_(std).unsqueeze(1).to(dev)
+            targets = [ClassifierOutputTarget(c) for c in classes[start:start + batch_size]]
+            out[start:start + len(x)] = explainer(input_tensor=x, targets=targets)
+    finally:
+        explainer.activations_and_grads.release()
+    return np.nan_to_num(out, nan=0.0)
+
+
+# ------------------------------------------------------------------------------------------------ boxes
+def threshold_boxes(heat: np.ndarray, threshold: float = 0.5, max_boxes: int | None = 3,
+                    min_pixels: int = 1) -> list[dict]:
+    """Boxes of the connected components of ``heat >= threshold * max(heat)`` (8-connectivity), by peak heat.
+
+    Each box is a dict with x, y, w, h, ``peak`` and ``mean_heat`` (inside the box).
+    """
+    heat = np.asarray(heat, dtype=np.float32)
+    top = float(heat.max()) if heat.size else 0.0
+    if top <= 0:
+        return []
+    labels, n = ndimage.label(heat >= threshold * top, structure=np.ones((3, 3), bool))
+    boxes = []
+    for k, sl in enumerate(ndimage.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        component = labels[sl] == k
+        if component.sum() < min_pixels:
+            continue
+        rows, cols = sl
+        boxes.append(_box_dict(heat, cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start,
+                               peak=float(heat[sl][component].max())))
+    boxes.sort(key=lambda b: -b["peak"])
+    return boxes[:max_boxes] if max_boxes else boxes
+
+
+def _box_dict(heat, x, y, w, h, peak=None) -> dict:
+    x0, y0 = int(max(0, math.floor(x))), int(max(0, math.floor(y)))
+    x1 = int(min(heat.shape[1], math.ceil(x + w)))
+    y1 = int(min(heat.shape[0], math.ceil(y + h)))
+    inside = heat[y0:y1, x0:x1]
+    mean = float(inside.mean()) if inside.size else 0.0
+    return {"x": float(x), "y": float(y), "w": float(w), "h": float(h),
+            "peak": float(inside.max()) if peak is None and inside.size else float(peak or 0.0), "mean_heat": mean}
+
+
+def heuristic_box(heat: np.ndarray, mean_size: tuple[float, float], levels=(0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+                  keep: int = 5) -> list[dict]:
+    """Seed 004's heuristic: one box per heatmap.
+
+    Candidates: the connected-component boxes of the heatmap thresholded at each of ``levels`` (fractions of
+    its maximum), and a box of the finding's mean training size centred on each component's heat-weighted
+    centre. Keep the ``keep`` candidates whose size is closest to ``mean_size`` (w, h; distance
+    |log w/w̄| + |log h/h̄|) and return the one with the highest mean heat inside.
+    """
+    heat = np.asarray(heat, dtype=np.float32)
+    mw, mh = (max(1e-6, float(v)) for v in mean_size)
+    size_y, size_x = heat.shape
+    candidates = []
+    for level in levels:
+        for b in threshold_boxes(heat, level, max_boxes=None):
+            candidates.append(b)
+            # the mean-size box centred on the component's heat-weighted centre
+            y0, x0 = int(b["y"]), int(b["x"])
+            patch = heat[y0:y0 + int(b["h"]), x0:x0 + int(b["w"])]
+            cy, cx = ndimage.center_of_mass(patch) if patch.sum() > 0 else (b["h"] / 2, b["w"] / 2)
+            cx, cy = x0 + cx + 0.5, y0 + cy + 0.5
+            w, h = min(mw, size_x), min(mh, size_y)
+            x = float(np.clip(cx - w / 2, 0, size_x - w))
+            y = float(np.clip(cy - h / 2, 0, size_y - h))
+            candidates.append(_box_dict(heat, x, y, w, h))
+    if not candidates:
+        return []
+    distance = [abs(math.log(max(c["w"], 1e-6) / mw)) + abs(math.log(max(c["h"], 1e-6) / mh)) for c in candidates]
+    closest = [candidates[i] for i in np.argsort(distance, kind="stable")[:keep]]
+    return [max(closest, key=lambda c: c["mean_heat"])]
+
+
+# ------------------------------------------------------------------------------------------------ scoring
+def score_boxes(truth: pd.DataFrame, detected: pd.DataFrame, thresholds=IOBB_THRESHOLDS) -> pd.DataFrame:
+    """Per ground-truth box: the best IoBB and IoU over the detected boxes of the same image and finding.
+
+    ``truth``: image_id, finding, x, y, w, h; ``detected``: the same columns (several boxes per pair allowed).
+    Adds ``best_iobb``, ``best_iou`` and ``hit_<T>`` (best IoBB > T) columns.
+    """
+    det = {k: g[["x", "y", "w", "h"]].to_numpy(float) for k, g in detected.groupby(["image_id", "finding"])}
+    best_iobb, best_iou = [], []
+    for row in truth.itertuples(index=False):
+        gt = (row.x, row.y, row.w, row.h)
+        boxes = det.get((row.image_id, row.finding), np.zeros((0, 4)))
+        best_iobb.append(max((iobb(b, gt) for b in boxes), default=0.0))
+        best_iou.append(max((iou(b, gt) for b in boxes), default=0.0))
+    out = truth.copy()
+    out["best_iobb"] = best_iobb
+    out["best_iou"] = best_iou
+    for t in thresholds:
+        out[f"hit_{t:g}"] = out["best_iobb"] > t
+    return out
+
+
+def false_positives(truth: pd.DataFrame, detected: pd.DataFrame, thresholds=IOBB_THRESHOLDS) -> pd.DataFrame:
+    """Per (image, finding) scored: the number of detected boxes with IoBB <= T against every ground-truth box
+    of that finding in that image. Columns image_id, finding, n_detected, fp_<T>."""
+    gts = {k: g[["x", "y", "w", "h"]].to_numpy(float) for k, g in truth.groupby(["image_id", "finding"])}
+    rows = []
+    for (image_id, finding), gt in gts.items():
+        boxes = detected[(detected["image_id"] == image_id) & (detected["finding"] == finding)]
+        boxes = boxes[["x", "y", "w", "h"]].to_numpy(float)
+        best = np.array([max(iobb(b, g) for g in gt) for b in boxes]) if len(boxes) else np.zeros(0)
+        row = {"image_id": image_id, "finding": finding, "n_detected": int(len(boxes))}
+        for t in thresholds:
+            row[f"fp_{t:g}"] = int((best <= t).sum())
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["image_id", "finding", "n_detected"] + [f"fp_{t:g}" for t in thresholds])
+
+
+def summarise(scored: pd.DataFrame, fps: pd.DataFrame, findings, thresholds=IOBB_THRESHOLDS) -> pd.DataFrame:
+    """Wang et al.'s layout: rows (T, metric) with metric ``acc`` (fraction of ground-truth boxes hit at
+    IoBB > T) and ``afp`` (average false positives per image), then ``mean_iobb``/``mean_iou`` rows of the
+    best match per box, and ``n_boxes``; one column per finding (NaN where the finding has no box)."""
+    rows = []
+    for t in thresholds:
+        acc = {"T": t, "metric": "acc"}
+        afp = {"T": t, "metric": "afp"}
+        for f in findings:
+            part = scored[scored["finding"] == f]
+            acc[f] = float(part[f"hit_{t:g}"].mean()) if len(part) else np.nan
+            fpart = fps[fps["finding"] == f]
+            afp[f] = float(fpart[f"fp_{t:g}"].mean()) if len(fpart) else np.nan
+        rows += [acc, afp]
+    for metric, col in (("mean_iobb", "best_iobb"), ("mean_iou", "best_iou")):
+        row = {"T": np.nan, "metric": metric}
+        for f in findings:
+            part = scored[scored["finding"] == f]
+            row[f] = float(part[col].mean()) if len(part) else np.nan
+        rows.append(row)
+    rows.append({"T": np.nan, "metric": "n_boxes", **{f: int((scored["finding"] == f).sum()) for f in findings}})
+    return pd.DataFrame(rows, columns=["T", "metric", *findings])
+
+
+# ------------------------------------------------------------------------------------------------ the stage
+def image_sizes(paths) -> list[tuple[int, int]]:
+    """(width, height) of each image file, from its header only."""
+    from PIL import Image
+
+    from xraypipe.preprocess import ImageDecodeError
+
+    sizes = []
+    for path in paths:
+        try:
+            with Image.open(path) as im:
+                sizes.append(im.size)
+        except (OSError, ValueError) as exc:
+            raise ImageDecodeError(f"{path}: cannot read the image header ({exc})") from None
+    return sizes
+
+
+def boxes_in_cache_frame(boxes: pd.DataFrame, index: pd.DataFrame, cache_size: int, resize: str) -> pd.DataFrame:
+    """Join NIH boxes (image_id, finding, x, y, w, h in the 1024 frame) with the cache index and map them into
+    the cache frame. Boxes of images not in the cache are dropped. Adds split, cache_row."""
+    merged = boxes.merge(index[["image_id", "split", "cache_row", "path"]], on="image_id", how="inner")
+    if merged.empty:
+        return merged.assign(x=[], y=[], w=[], h=[])
+    unique_paths = merged["path"].drop_duplicates().tolist()
+    size_of = dict(zip(unique_paths, image_sizes(unique_paths)))
+    mapped = [map_box((r.x, r.y, r.w, r.h), size_of[r.path], cache_size, resize)
+              for r in merged.itertuples(index=False)]
+    merged[["x", "y", "w", "h"]] = np.array(mapped, dtype=float).reshape(-1, 4)
+    return merged.drop(columns=["path"])
+
+
+def mean_box_sizes(boxes: pd.DataFrame, findings) -> dict:
+    """finding -> (mean w, mean h) of the given (training) boxes; NaN-free only for findings with boxes."""
+    return {f: (float(g["w"].mean()), float(g["h"].mean())) for f, g in boxes.groupby("finding") if f in findings}
+
+
+def localize(*, model_path, cache_dir, boxes_csv, resize: str, cfg: dict, out_dir, threads: int = 1) -> dict:
+    """The localize stage for one dataset x variant: heatmaps for every (test image, boxed finding) pair
+    (capped at ``cfg['max_images']`` images), detected boxes, per-box scores and Wang et al.'s summary.
+
+    Writes into ``out_dir``: ``detected.csv``, ``scored.csv`` (one row per ground-truth box), ``summary.csv``
+    (rows T x acc/afp, columns findings) and ``heatmaps.npz`` (the first ``cfg['overlays_per_finding']``
+    pairs per finding, for the overlay figure). A dataset without a box file gets empty outputs.
+    """
+    import torch
+
+    from xraypipe.atomic import atomic_path, write_csv, write_json
+    from xraypipe.datasets.nih import BOXED_FINDINGS, read_nih_boxes
+    from xraypipe.preprocess import load_cache_index, load_cache_split
+    from xraypipe.train import load_trained_model
+
+    torch.set_num_threads(max(1, threads))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model, meta = load_trained_model(model_path)
+    pathologies = list(meta["pathologies"])
+    findings = [f for f in BOXED_FINDINGS if f in pathologies]
+    thresholds = tuple(cfg.get("iobb_thresholds", IOBB_THRESHOLDS))
+    box_method = cfg.get("box_method", "threshold")
+    if box_method not in BOX_METHODS:
+        raise ValueError(f"unknown box method {box_method!r}; choose one of {', '.join(BOX_METHODS)}")
+
+    index = load_cache_index(cache_dir)
+    truth = pd.DataFrame(columns=["image_id", "finding", "x", "y", "w", "h", "split", "cache_row"])
+    boxes_csv = Path(boxes_csv) if boxes_csv else None
+    if boxes_csv is not None and boxes_csv.exists():
+        raw = read_nih_boxes(boxes_csv)
+        truth = boxes_in_cache_frame(raw[raw["finding"].isin(findings)], index, meta["image_size"], resize)
+    train_boxes = truth[truth["split"] != "test"]
+    test_boxes = truth[truth["split"] == "test"].sort_values(["cache_row", "finding"]).reset_index(drop=True)
+    images_kept = test_boxes["cache_row"].drop_duplicates().tolist()[: int(cfg.get("max_images", 200))]
+    test_boxes = test_boxes[test_boxes["cache_row"].isin(images_kept)].reset_index(drop=True)
+    pairs = test_boxes[["image_id", "cache_row", "finding"]].drop_duplicates().reset_index(drop=True)
+
+    # the heuristic's mean box size: training/validation boxes; a finding without any falls back to the other
+    # test images' boxes (leave-one-image-out, so an image's own box size is never used)
+    sizes = mean_box_sizes(train_boxes, findings)
+
+    def size_for(finding, image_id):
+        if finding in sizes:
+            return sizes[finding]
+        others = truth[(truth["finding"] == finding) & (truth["image_id"] != image_id)]
+        if len(others):
+            return float(others["w"].mean()), float(others["h"].mean())
+        return (meta["image_size"] / 4,) * 2
+
+    cached = load_cache_split(cache_dir, "test")
+    maps = heatmaps(model, cached[pairs["cache_row"].to_numpy(int)] if len(pairs) else np.zeros((0, 1, 1), np.uint8),
+                    [pathologies.index(f) for f in pairs["finding"]], method=cfg.get("method", "gradcam"),
+                    mean=meta["normalization"]["mean"], std=meta["normalization"]["std"])
+    detected_rows = []
+    for k, pair in enumerate(pairs.itertuples(index=False)):
+        if box_method == "heuristic":
+            boxes = heuristic_box(maps[k], size_for(pair.finding, pair.image_id))
+        else:
+            boxes = threshold_boxes(maps[k], float(cfg.get("heat_threshold", 0.5)), int(cfg.get("max_boxes", 3)))
+        for rank, b in enumerate(boxes):
+            detected_rows.append({"image_id": pair.image_id, "cache_row": pair.cache_row, "finding": pair.finding,
+                                  "rank": rank, **b})
+    detected = pd.DataFrame(detected_rows, columns=["image_id", "cache_row", "finding", "rank", "x", "y", "w", "h",
+                                                    "peak", "mean_heat"])
+    scored = score_boxes(test_boxes, detected, thresholds)
+    fps = false_positives(test_boxes, detected, thresholds)
+    summary = summarise(scored, fps, findings, thresholds)
+
+    per_finding = int(cfg.get("overlays_per_finding", 2))
+    chosen = pairs.groupby("finding", sort=False).head(per_finding).index.to_numpy()
+    write_csv(out_dir / "detected.csv", detected)
+    write_csv(out_dir / "scored.csv", scored)
+    write_csv(out_dir / "summary.csv", summary)
+    with atomic_path(out_dir / "heatmaps.npz") as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, heatmaps=maps[chosen].astype(np.float16),
+                                image_id=pairs["image_id"].to_numpy(str)[chosen],
+                                cache_row=pairs["cache_row"].to_numpy(int)[chosen],
+                                finding=pairs["finding"].to_numpy(str)[chosen])
+    info = {"n_images": len(images_kept), "n_boxes": int(len(test_boxes)), "n_pairs": int(len(pairs)),
+            "method": cfg.get("method", "gradcam"), "box_method": box_method,
+            "findings": findings, "image_size": meta["image_size"], "resize": resize}
+    write_json(out_dir / "info.json", info)
+    return info

@@ -1,0 +1,142 @@
+"""DVC experiments, metrics/plots/diff and a remote on the tiny config, in a temporary git repository (slow).
+
+- `dvc exp run -S config.yaml:variants.small_cnn.lr=...` re-runs only the stages that depend on that variant;
+- `dvc metrics diff` shows the AUROC change, `dvc plots diff` renders, `dvc diff` lists the changed outputs;
+- `dvc push` to a local-directory remote, then a fresh `git clone` + `dvc pull` gets the cache tensors and models
+  without recomputing anything.
+Run alone with `-s` to see the `dvc metrics diff` output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+import pytest
+import yaml
+from workflow_copy import BIN, init_git_dvc, load_tiny_config, make_workflow_copy, run
+
+from xraypipe.config import validate_config
+
+DVC = str(BIN / "dvc")
+TARGET = "auroc_table"  # the classification DAG (raw -> ... -> table); figures etc. are other stages
+LR = 0.0005
+D = "nih_synthetic"
+
+
+def _stages(stdout: str) -> tuple[set, set]:
+    ran = set(re.findall(r"Running stage '([^']+)'", stdout))
+    skipped = set(re.findall(r"Stage '([^']+)' didn't change, skipping", stdout))
+    return ran, skipped
+
+
+def _lock_md5(repo, path: str) -> str:
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    for stage in lock["stages"].values():
+        for out in stage.get("outs", []):
+            if out["path"] == path:
+                return out["md5"]
+    raise KeyError(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_dvc_repo(tmp_path_factory):
+    cfg = load_tiny_config()
+    cfg["datasets"][D]["synthetic"]["n_patients"] = 60
+    cfg["variants"]["resnet18"]["epochs"] = 2
+    cfg["variants"]["small_cnn"]["epochs"] = 2
+    cfg["evaluation"]["bootstrap_samples"] = 50
+    cfg = validate_config(cfg, source="tiny")  # every key explicit: DVC params must exist in config.yaml
+    base = tmp_path_factory.mktemp("dvc")
+    repo = make_workflow_copy(base / "repo", cfg)
+    init_git_dvc(repo)
+    remote = base / "remote"
+    run([DVC, "remote", "add", "-d", "localremote", str(remote)], repo)
+    first = run([DVC, "repro", TARGET], repo, timeout=1500)
+    ran, _ = _stages(first.stdout)
+    assert f"train@{D}-resnet18" in ran and f"build_cache@{D}" in ran, first.stdout
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "baseline"], repo)
+    pushed = run([DVC, "push", TARGET, "--with-deps"], repo, timeout=600)
+    assert any(p.is_file() for p in remote.rglob("*")), pushed.stdout
+    return repo, remote
+
+
+@pytest.mark.slow
+def test_exp_run_reruns_only_the_changed_variant_and_diffs_show_it(tiny_dvc_repo, tmp_path):
+    repo, _ = tiny_dvc_repo
+    exp = run([DVC, "exp", "run", TARGET, "-n", "small-cnn-lr", "-S", f"config.yaml:variants.small_cnn.lr={LR}"],
+              repo, timeout=1500)
+    ran, skipped = _stages(exp.stdout)
+    assert ran == {f"train@{D}-small_cnn", f"predict@{D}-small_cnn-val", f"predict@{D}-small_cnn-test",
+                   f"evaluate@{D}-small_cnn", "auroc_table"}, exp.stdout
+    assert {f"prepare_raw@{D}", f"make_splits@{D}", f"build_cache@{D}", f"train@{D}-resnet18",
+            f"evaluate@{D}-resnet18"} <= skipped, exp.stdout
+    assert yaml.safe_load((repo / "config.yaml").read_text())["variants"]["small_cnn"]["lr"] == LR
+
+    # metrics: the AUROC of small_cnn changed, resnet18's did not
+    shown = run([DVC, "metrics", "diff"], repo)
+    lines = shown.stdout.splitlines()
+    print("\n$ dvc metrics diff  (mean AUROC rows; the JSON also has every per-label value)\n"
+          + "\n".join(lines[:1] + [l for l in lines if re.search(r"\smean(_auroc|\.)", l)]))
+    diff = json.loads(run([DVC, "metrics", "diff", "--json"], repo).stdout)
+    small = diff[f"results/metrics/{D}/small_cnn.json"]
+    assert small["mean_auroc"]["old"] is not None and small["mean_auroc"]["diff"] != 0, diff
+    assert f"results/metrics/{D}/resnet18.json" not in diff or not any(
+        v.get("diff") for v in diff[f"results/metrics/{D}/resnet18.json"].values()), diff
+    assert "mean_auroc" in shown.stdout and "small_cnn.json" in shown.stdout
+
+    # params diff names the changed key
+    params = run([DVC, "params", "diff"], repo)
+    assert "variants.small_cnn.lr" in params.stdout, params.stdout
+
+    # plots: rendered to a directory (HTML + the history data of both revisions)
+    out = tmp_path / "plots"
+    plots = run([DVC, "plots", "diff", "-o", str(out)], repo)
+    html = (out / "index.html").read_text()
+    assert "history.csv" in html and "val_mean_auroc" in html, plots.stdout
+
+    # outputs: small_cnn's model and predictions changed, nothing of resnet18 or the cache
+    changed = json.loads(run([DVC, "diff", "--json"], repo).stdout)
+    modified = {entry["path"] for entry in changed["modified"]}
+    assert f"results/models/{D}/small_cnn/model.pt" in modified, changed
+    assert f"results/predictions/{D}/small_cnn/test.csv" in modified, changed
+    assert not any("resnet18" in p or "/cache/" in p for p in modified), changed
+    print("$ dvc diff (modified)\n" + "\n".join(sorted(modified)))
+
+    # the experiment is recorded
+    table = run([DVC, "exp", "show", "--no-pager", "--csv"], repo).stdout
+    assert "small-cnn-lr" in table
+
+
+@pytest.mark.slow
+def test_remote_push_and_pull_into_a_fresh_clone_without_recomputing(tiny_dvc_repo, tmp_path):
+    repo, remote = tiny_dvc_repo  # pushed at the baseline commit (the fixture)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+    assert not (clone / "results").exists()
+    run([DVC, "config", "core.analytics", "false"], clone)
+    run([DVC, "pull", TARGET, "--with-deps"], clone, timeout=600)
+    for path in (f"results/cache/{D}/train.npy", f"results/cache/{D}/index.csv",
+                 f"results/models/{D}/resnet18/model.pt", f"results/models/{D}/small_cnn/model.pt"):
+        assert (clone / path).is_file(), path
+        assert hashlib.md5((clone / path).read_bytes()).hexdigest() == _lock_md5(clone, path)  # the locked bytes
+    assert (clone / "results/tables/auroc.csv").is_file() and (clone / f"results/metrics/{D}/resnet18.json").is_file()
+    # Nothing to recompute. `dvc status` can only miss outputs that are never cached (`cache: false` in
+    # dvc.yaml: the raw images, by design, and a few small files); no dependency, parameter or cached output
+    # differs, and `dvc repro --allow-missing` runs no stage.
+    status = run([DVC, "status", TARGET, "--with-deps", "--json"], clone)
+    print(f"\n$ dvc status --json (clone, after dvc pull)\n{status.stdout}")
+    uncached = set(re.findall(r"^\s+- (\S+?):\n\s+cache: false", (clone / "dvc.yaml").read_text(), flags=re.MULTILINE))
+    patterns = [re.sub(r"\\\$\\\{[^}]*\\\}", ".+", re.escape(u)) for u in uncached]
+    for stage, changes in json.loads(status.stdout).items():
+        for change in changes:  # only {"changed outs"/"changed deps": {<uncached path>: "deleted"}}
+            assert isinstance(change, dict) and set(change) <= {"changed outs", "changed deps"}, (stage, change)
+            for paths in change.values():
+                assert set(paths.values()) == {"deleted"}, (stage, change)
+                assert all(any(re.fullmatch(pat, p) for pat in patterns) for p in paths), (stage, paths, uncached)
+    again = run([DVC, "repro", TARGET, "--allow-missing"], clone, timeout=600)
+    ran, _ = _stages(again.stdout)
+    assert not ran, again.stdout
+    assert not (clone / "results/raw").exists()  # not even the raw data had to be regenerated

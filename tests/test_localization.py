@@ -1,0 +1,115 @@
+"""Localization: box geometry (IoU/IoBB by hand), the 1024-frame -> cache-frame mapping (checked on real pixels
+through the cache's own resize), heatmap -> boxes, Wang et al.'s scores, and Grad-CAM/CAM heatmaps."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from xraypipe.localization import (cam_layers, false_positives, heatmaps, heuristic_box, iobb, iou, map_box,
+                                   score_boxes, summarise, threshold_boxes)
+from xraypipe.models import build_model
+from xraypipe.preprocess import load_image
+
+
+def test_iou_and_iobb_hand_worked():
+    a, b = (0, 0, 4, 4), (2, 2, 4, 4)  # intersection 2x2 = 4, union 28
+    assert iou(a, b) == pytest.approx(4 / 28)
+    assert iobb(a, b) == pytest.approx(4 / 16)
+    small_inside = (1, 1, 1, 1)
+    assert iobb(small_inside, a) == 1.0 and iou(small_inside, a) == pytest.approx(1 / 16)
+    assert iou(a, (10, 10, 1, 1)) == 0.0 and iobb((0, 0, 0, 0), a) == 0.0
+
+
+@pytest.mark.parametrize("resize", ["pad", "crop", "stretch"])
+@pytest.mark.parametrize("wh", [(300, 200), (200, 300), (256, 256)])
+def test_box_mapping_follows_the_cache_resize(tmp_path, resize, wh):
+    """A white rectangle drawn at a known 1024-frame box lands where map_box says, after the cache's resize."""
+    w, h = wh
+    frame_box = (400.0, 300.0, 256.0, 200.0)  # 1024 frame
+    sx, sy = w / 1024, h / 1024
+    x0, y0 = round(frame_box[0] * sx), round(frame_box[1] * sy)
+    x1, y1 = round((frame_box[0] + frame_box[2]) * sx), round((frame_box[1] + frame_box[3]) * sy)
+    pixels = np.zeros((h, w), np.uint8)
+    pixels[y0:y1, x0:x1] = 255
+    Image.fromarray(pixels).save(tmp_path / "im.png")
+    size = 64
+    cached = load_image(tmp_path / "im.png", size, resize)
+    ys, xs = np.nonzero(cached > 127)
+    found = (xs.min(), ys.min(), xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min())
+    mapped = map_box(frame_box, (w, h), size, resize)
+    np.testing.assert_allclose(found, mapped, atol=1.0)
+
+
+def test_box_mapping_pad_by_hand():
+    # 2000 x 1000 image, box = left half of the image in the 1024 frame; letterboxed onto a 2000 square
+    mapped = map_box((0, 0, 512, 1024), (2000, 1000), 100, "pad")
+    assert mapped == pytest.approx((0.0, 25.0, 50.0, 50.0))
+    assert map_box((0, 0, 512, 512), (1024, 1024), 256, "pad") == pytest.approx((0, 0, 128, 128))
+
+
+def test_threshold_boxes_two_components():
+    heat = np.zeros((20, 20), np.float32)
+    heat[2:5, 3:9] = 1.0
+    heat[12:18, 14:16] = 0.6
+    heat[0, 19] = 0.2  # below the threshold
+    boxes = threshold_boxes(heat, 0.5)
+    assert [(b["x"], b["y"], b["w"], b["h"]) for b in boxes] == [(3, 2, 6, 3), (14, 12, 2, 6)]
+    assert boxes[0]["peak"] == 1.0 and boxes[1]["mean_heat"] == pytest.approx(0.6)
+    assert len(threshold_boxes(heat, 0.5, max_boxes=1)) == 1
+    assert threshold_boxes(np.zeros((5, 5)), 0.5) == []
+
+
+def test_heuristic_prefers_the_mean_size_and_the_hot_candidate():
+    heat = np.zeros((40, 40), np.float32)
+    yy, xx = np.mgrid[:40, :40]
+    heat += np.exp(-((xx - 10) ** 2 + (yy - 10) ** 2) / 20.0)  # hot blob near (10, 10)
+    heat += 0.4 * np.exp(-((xx - 30) ** 2 + (yy - 30) ** 2) / 60.0)  # weaker, wider blob
+    (box,) = heuristic_box(heat, (8.0, 8.0))
+    cx, cy = box["x"] + box["w"] / 2, box["y"] + box["h"] / 2
+    assert abs(cx - 10.5) < 2 and abs(cy - 10.5) < 2
+    assert 5 <= box["w"] <= 11 and 5 <= box["h"] <= 11
+
+
+def test_scores_hit_fraction_and_false_positives_by_hand():
+    truth = pd.DataFrame({"image_id": ["a", "a", "b"], "finding": ["Mass", "Nodule", "Mass"],
+                          "x": [0, 50, 0], "y": [0, 50, 0], "w": [10, 4, 10], "h": [10, 4, 10]})
+    detected = pd.DataFrame({"image_id": ["a", "a", "b"], "finding": ["Mass", "Mass", "Mass"],
+                             "x": [0, 80, 5], "y": [0, 80, 5], "w": [20, 5, 10], "h": [10, 5, 10]})
+    # a/Mass: det 0 -> IoBB 100/200 = 0.5, det 1 -> 0 (a false positive at every T); b/Mass: IoBB 25/100
+    # a/Nodule: no detection -> miss
+    scored = score_boxes(truth, detected, (0.1, 0.25, 0.5))
+    assert scored["best_iobb"].tolist() == pytest.approx([0.5, 0.0, 0.25])
+    assert scored["best_iou"].tolist() == pytest.approx([0.5, 0.0, 25 / 175])
+    assert scored["hit_0.1"].tolist() == [True, False, True] and scored["hit_0.25"].tolist() == [True, False, False]
+    fps = false_positives(truth, detected, (0.1, 0.25, 0.5)).set_index(["image_id", "finding"])
+    assert fps.loc[("a", "Mass"), "fp_0.1"] == 1 and fps.loc[("a", "Mass"), "fp_0.5"] == 2
+    assert fps.loc[("b", "Mass"), "fp_0.25"] == 1 and fps.loc[("a", "Nodule"), "n_detected"] == 0
+    table = summarise(scored, fps.reset_index(), ["Mass", "Nodule", "Effusion"], (0.1, 0.25, 0.5)).set_index(["T", "metric"])
+    assert table.loc[(0.1, "acc"), "Mass"] == 1.0 and table.loc[(0.25, "acc"), "Mass"] == 0.5
+    assert table.loc[(0.1, "afp"), "Mass"] == 0.5 and table.loc[(0.5, "afp"), "Mass"] == 1.5
+    assert table.loc[(0.1, "acc"), "Nodule"] == 0.0 and np.isnan(table.loc[(0.1, "acc"), "Effusion"])
+
+
+@pytest.mark.parametrize("name", ["small_cnn", "resnet18"])
+def test_cam_equals_gradcam_for_gap_linear_heads(name):
+    """For a GAP + linear head Grad-CAM's channel weights are the linear weights / (H*W): the same map as CAM."""
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=3, **({"widths": [8, 16]} if name == "small_cnn" else {})).eval()
+    layer, linear = cam_layers(model)
+    assert linear is not None
+    images = np.random.default_rng(0).integers(0, 255, (4, 32, 32)).astype(np.uint8)
+    classes = [0, 1, 2, 1]
+    cam = heatmaps(model, images, classes, method="cam")
+    grad = heatmaps(model, images, classes, method="gradcam")
+    assert cam.shape == (4, 32, 32) and 0 <= cam.min() and cam.max() <= 1
+    np.testing.assert_allclose(cam, grad, atol=1e-4)
+
+
+def test_cam_refuses_a_model_without_a_gap_linear_head():
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+    model(torch.zeros(1, 1, 8, 8))
+    with pytest.raises(ValueError, match="global-average-pool"):
+        heatmaps(model, np.zeros((1, 8, 8), np.uint8), [0], method="cam")
+    assert heatmaps(model, np.full((1, 8, 8), 3, np.uint8), [0], method="gradcam").shape == (1, 8, 8)

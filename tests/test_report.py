@@ -1,0 +1,88 @@
+"""`snakemake --report` on a small run of the tiny config, opened in headless Chromium: the AUROC table (an HTML
+table inside the report's iframe) and a figure (a decoded PNG) must render. Also: every table and figure exists."""
+
+import pandas as pd
+import pytest
+
+from chromium import Browser, chromium_or_skip
+from workflow_copy import BIN, load_tiny_config, make_workflow_copy, run
+
+CLICK_LINK = '''(async (t) => { const el = [...document.querySelectorAll("a")].find(e => e.textContent.trim() === t);
+  if (!el) return false; el.click(); await new Promise(r => setTimeout(r, 800)); return true; })'''
+SHOW_ROW = '''(async (t) => { const row = [...document.querySelectorAll("tr")].find(
+    r => r.cells.length && r.cells[0].textContent.trim() === t);
+  if (!row) return false; row.querySelector("a").click(); await new Promise(r => setTimeout(r, 1500)); return true; })'''
+
+
+def _walk(node):
+    yield node
+    for child in node.get("children", []) + ([node["contentDocument"]] if "contentDocument" in node else []):
+        yield from _walk(child)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    cfg = load_tiny_config()
+    cfg["datasets"]["nih_synthetic"]["synthetic"].update(n_patients=120)
+    cfg["variants"]["resnet18"]["epochs"] = 2
+    cfg["variants"]["small_cnn"]["epochs"] = 2
+    cfg["evaluation"] = {"bootstrap_samples": 50, "localization": {"max_images": 30, "overlays_per_finding": 1}}
+    wf = make_workflow_copy(tmp_path_factory.mktemp("report") / "wf", cfg)
+    run([str(BIN / "snakemake"), "--cores", "2"], wf, timeout=1500)
+    run([str(BIN / "snakemake"), "--report", "report.html", "--cores", "1"], wf, timeout=600)
+    return wf
+
+
+@pytest.mark.slow
+def test_all_tables_and_figures_are_produced(finished_run):
+    wf = finished_run
+    for name in ("auroc", "classification", "iobb", "study_level"):
+        for ext in ("csv", "md", "html"):
+            assert (wf / f"results/tables/{name}.{ext}").stat().st_size > 0, (name, ext)
+    auroc = pd.read_csv(wf / "results/tables/auroc.csv")
+    assert set(auroc.loc[auroc["kind"] == "measured", "variant"]) == {"resnet18", "small_cnn"}
+    assert "published: CheXNet (Rajpurkar et al. 2017)" in set(auroc["variant"])
+    iobb = pd.read_csv(wf / "results/tables/iobb.csv")
+    assert sorted(iobb.loc[iobb["metric"] == "acc", "T"].unique()) == [0.1, 0.25, 0.5, 0.75, 0.9]
+    assert (iobb["variant"] == "published: Wang et al. 2017").sum() == 5
+    figures = sorted(p.name for p in (wf / "results/figures").glob("*.png"))
+    assert figures == sorted(["roc_nih_synthetic.png", "label_distribution_nih_synthetic.png",
+                              "training_nih_synthetic.png", "confusion_nih_synthetic_resnet18.png",
+                              "confusion_nih_synthetic_small_cnn.png", "gradcam_nih_synthetic_resnet18.png",
+                              "gradcam_nih_synthetic_small_cnn.png"])
+    assert (wf / "results/models/nih_synthetic/resnet18/thresholds.json").exists()
+
+
+@pytest.mark.slow
+def test_report_renders_in_headless_chromium(finished_run, tmp_path):
+    exe = chromium_or_skip()
+    report = finished_run / "report.html"
+    browser = Browser(exe, report.as_uri())
+    try:
+        browser.wait_for('document.body && document.body.innerText.includes("Tables")', timeout=60)
+        assert browser.js(CLICK_LINK + '("Tables")')
+        assert browser.js(SHOW_ROW + '("AUROC")'), "no AUROC entry under Tables"
+        browser.wait_for('document.querySelector("iframe") !== null')
+        # the table is inside the report's iframe (a data: URL): read it through the DevTools DOM, frames pierced
+        for _ in range(40):
+            doc = browser.call("DOM.getDocument", session=True, depth=-1, pierce=True)["root"]
+            cells = [n for n in _walk(doc) if n.get("nodeName") == "TD"]
+            texts = [c["children"][0].get("nodeValue", "") for c in cells if c.get("children")]
+            if "resnet18" in texts:
+                break
+            import time
+
+            time.sleep(0.25)
+        assert "resnet18" in texts and "small_cnn" in texts and "nih_synthetic" in texts, texts[:20]
+        assert any(t.startswith("published: CheXNet") for t in texts)
+        browser.screenshot(tmp_path / "auroc.png")
+
+        assert browser.js(CLICK_LINK + '("Results")')
+        assert browser.js(CLICK_LINK + '("Figures")')
+        assert browser.js(SHOW_ROW + '("ROC curves")'), "no ROC figure under Figures"
+        browser.wait_for('[...document.querySelectorAll("img")].some(i => i.src.startsWith("data:image/png") '
+                         '&& i.complete && i.naturalWidth > 300)')
+        browser.screenshot(tmp_path / "roc.png")
+        assert (tmp_path / "roc.png").stat().st_size > 10_000
+    finally:
+        browser.close()

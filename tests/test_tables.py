@@ -1,0 +1,86 @@
+"""Comparison tables: published reference rows and differences, Wang et al.'s IoBB layout, study-level table."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from xraypipe.references import NIH_AUROC, WANG_IOBB_ACC
+from xraypipe.tables import (iobb_table, markdown_table, study_table, with_auroc_references, write_auroc_table,
+                             write_classification_table)
+
+
+def _metrics(path, a, b):
+    labels = {"Mass": {"auroc": a, "ci_low": a - 0.1, "ci_high": a + 0.1},
+              "Nodule": {"auroc": b, "ci_low": b - 0.1, "ci_high": b + 0.1}}
+    cls = {"method": "youden", "thresholds": {"Mass": 0.5, "Nodule": 0.4},
+           "labels": {k: {"threshold": 0.5, "auroc": v["auroc"], "auprc": 0.5, "sensitivity": 0.8, "specificity": 0.7,
+                          "precision": 0.4, "f1": 0.5, "accuracy": 0.7, "balanced_error": 0.25, "kappa": 0.3,
+                          "tp": 8, "fp": 12, "tn": 28, "fn": 2, "n": 50, "n_positive": 10} for k, v in labels.items()},
+           "macro": {"auroc": (a + b) / 2, "f1": 0.5}}
+    path.write_text(json.dumps({"n_images": 50, "n_patients": 20, "labels": labels,
+                                "mean": {"auroc": (a + b) / 2, "ci_low": 0.5, "ci_high": 0.9}, "classification": cls}))
+    return path
+
+
+def test_auroc_table_reference_rows_and_differences(tmp_path):
+    files = {("nih_synthetic", "r"): _metrics(tmp_path / "r.json", 0.9, 0.7),
+             ("nih_synthetic", "r_s1"): _metrics(tmp_path / "r1.json", 0.8, 0.6)}
+    table = write_auroc_table(files, tmp_path / "a.csv", tmp_path / "a.md", readers={"nih_synthetic": "nih"},
+                              groups={"r": "r", "r_s1": "r"}, html_out=tmp_path / "a.html").set_index("variant")
+    chexnet = NIH_AUROC["CheXNet (Rajpurkar et al. 2017)"]
+    ref = table.loc["published: CheXNet (Rajpurkar et al. 2017)"]
+    assert ref["Mass"] == chexnet["Mass"] and ref["mean_auroc"] == pytest.approx((chexnet["Mass"] + chexnet["Nodule"]) / 2)
+    diff = table.loc["r - CheXNet (Rajpurkar et al. 2017)"]
+    assert diff["kind"] == "difference" and diff["Mass"] == pytest.approx(0.9 - chexnet["Mass"])
+    seeds = table.loc["r (mean ± sd over 2 seeds)"]
+    assert seeds["Mass"] == pytest.approx(0.85) and seeds["Mass_sd"] == pytest.approx(np.std([0.9, 0.8], ddof=1))
+    md = (tmp_path / "a.md").read_text()
+    assert "| nih_synthetic | r | 50 (20) | 0.800 [0.500, 0.900] |" in md and "real* dataset" in md
+    assert "<table" in (tmp_path / "a.html").read_text()
+    # no published figures for an unknown reader: measured rows only
+    plain = with_auroc_references(pd.read_csv(tmp_path / "a.csv").query("kind == 'measured'").drop(columns="kind"),
+                                  {"nih_synthetic": "other"})
+    assert set(plain["kind"]) == {"measured"}
+
+
+def test_classification_table_has_macro_and_seed_rows(tmp_path):
+    files = {("d", "r"): _metrics(tmp_path / "r.json", 0.9, 0.7), ("d", "r2"): _metrics(tmp_path / "r2.json", 0.7, 0.7)}
+    table = write_classification_table(files, tmp_path / "c.csv", tmp_path / "c.md", {"r": "r", "r2": "r"})
+    measured = table[table["kind"] == "measured"]
+    assert len(measured) == 6 and set(measured["label"]) == {"Mass", "Nodule", "macro"}
+    mean = table[(table["kind"] == "seeds_mean") & (table["label"] == "Mass")].iloc[0]
+    assert mean["auroc"] == pytest.approx(0.8)
+    assert "| d | r | measured | Mass | 0.500 |" in (tmp_path / "c.md").read_text()
+
+
+def test_iobb_table_in_wang_layout_with_the_published_row(tmp_path):
+    rows = []
+    for t in (0.1, 0.25, 0.5, 0.75, 0.9):
+        rows.append({"T": t, "metric": "acc", "Mass": 0.5, "Nodule": 0.25})
+        rows.append({"T": t, "metric": "afp", "Mass": 1.0, "Nodule": 0.0})
+    pd.DataFrame(rows).to_csv(tmp_path / "s.csv", index=False)
+    table = iobb_table({("nih_synthetic", "r"): tmp_path / "s.csv"}, {"nih_synthetic": "nih"})
+    wang = table[table["kind"] == "published"].set_index("T")
+    assert list(wang.index) == [0.1, 0.25, 0.5, 0.75, 0.9]
+    assert wang.loc[0.5, "Mass"] == WANG_IOBB_ACC[0.5]["Mass"] == 0.1411
+    diff = table[(table["kind"] == "difference") & (table["T"] == 0.1)].iloc[0]
+    assert diff["Nodule"] == pytest.approx(0.25 - 0.1645)
+    # rows: for each T the measured, published and difference acc rows together, then afp
+    assert table["metric"].tolist()[:3] == ["acc"] * 3 and table["kind"].tolist()[:3] == ["measured", "published",
+                                                                                         "difference"]
+
+
+def test_study_table_with_mura_reference():
+    part = pd.DataFrame({"dataset": "mura", "variant": "r", "group": ["XR_HAND", "all"], "label": "Abnormal",
+                         "n": [3, 5], "n_studies": [3, 5], "threshold": 0.5, "auroc": [0.8, 0.9], "kappa": [0.5, 0.6]})
+    table = study_table([part, pd.DataFrame()], {"mura": "mura"})
+    assert table["kind"].tolist() == ["measured", "measured", "published", "difference"]
+    assert table.iloc[3]["kappa"] == pytest.approx(0.6 - 0.705)
+    assert study_table([], {}).empty
+
+
+def test_markdown_table_formats():
+    text = markdown_table(pd.DataFrame({"a": ["x"], "tp": [3.0], "v": [0.12345], "w": [np.nan]}), caption="Cap")
+    assert text.splitlines()[0] == "Cap" and "| x | 3 | 0.123 | n/a |" in text
