@@ -31,7 +31,7 @@ class CacheBatches:
 
     def __init__(self, cache_dir: str | Path, split: str, pathologies, *, batch_size: int, shuffle: bool = False,
                  augment: bool = False, seed: int = 0, pin_memory: bool = False, rank: int = 0, world_size: int = 1,
-                 encoding: str = "u_ignore", blank: str = "masked"):
+                 encoding: str = "u_ignore", blank: str = "masked", oversample: bool = False):
         import torch
 
         from xraypipe.encodings import encode_uncertain_labels
@@ -45,6 +45,7 @@ class CacheBatches:
         # uncertain (-1) and blank (NaN) labels become targets + a loss mask (default: both masked out)
         targets, mask = encode_uncertain_labels(labels, encoding, blank)
         self.targets, self.mask = torch.from_numpy(targets), torch.from_numpy(mask)
+        self.sample_weights = oversampling_weights(targets, mask) if oversample else None
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.augment = augment
@@ -67,7 +68,12 @@ class CacheBatches:
         import torch
 
         n = len(self.index)
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.shuffle else np.arange(n)
+        rng = np.random.default_rng([self.seed, self.epoch])
+        if self.sample_weights is not None and self.shuffle:
+            # oversampling: an epoch of n draws with replacement, rare-label images more likely
+            order = rng.choice(n, size=n, replace=True, p=self.sample_weights / self.sample_weights.sum())
+        else:
+            order = rng.permutation(n) if self.shuffle else np.arange(n)
         # rank 0 keeps the single-process stream; other ranks get their own augmentation draws
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch + 1_000_000_007 * self.rank)
         for start in range(0, n, self.batch_size):
@@ -86,6 +92,17 @@ class CacheBatches:
             if self.pin_memory:
                 x, y, m = x.pin_memory(), y.pin_memory(), m.pin_memory()
             yield x, y, m, rows
+
+
+def oversampling_weights(targets: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per-image sampling weight for oversampling rare labels (seed 003): an image weighs as much as its rarest
+    positive label needs to be seen as often as the most common one (count_max / count_label); images without a
+    positive label weigh 1."""
+    positives = (targets * mask) > 0.5
+    counts = positives.sum(axis=0).astype(float)
+    boost = np.where(counts > 0, counts.max() / np.maximum(counts, 1), 0.0)
+    weights = np.where(positives, boost[None, :], 0.0).max(axis=1, initial=0.0)
+    return np.maximum(weights, 1.0)
 
 
 def augment_batch(x, generator, max_rotate_deg: float = 7.0, max_shift: float = 0.06, scale=(0.92, 1.08),

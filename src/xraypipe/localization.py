@@ -356,7 +356,7 @@ def localize(*, model_path, cache_dir, boxes_csv, resize: str, cfg: dict, out_di
     torch.set_num_threads(max(1, threads))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model, meta = load_trained_model(model_path)
+    model, meta = load_trained_model(model_path, ensemble=False)  # heatmaps of the best single checkpoint
     pathologies = list(meta["pathologies"])
     findings = [f for f in BOXED_FINDINGS if f in pathologies]
     thresholds = tuple(cfg.get("iobb_thresholds", IOBB_THRESHOLDS))

@@ -226,6 +226,10 @@ def _train(dist: _Distributed, *, cache_dir, pathologies, variant, training, mod
     main = dist.is_main
     progress = progress and main
 
+    regime = variant.get("regime", "full")
+    if regime != "full" and dist.enabled:
+        raise ValueError(f"regime {regime!r} with training.distributed is not supported (DDP needs a fixed set of "
+                         "trainable parameters); use regime: full or turn distributed off")
     encoding = variant.get("encoding", "u_ignore")
     if encoding in ("u_selftrained", "u_multiclass"):
         raise NotImplementedError(f"encoding {encoding!r}: the label encoding exists (xraypipe.encodings) but its "
@@ -233,7 +237,7 @@ def _train(dist: _Distributed, *, cache_dir, pathologies, variant, training, mod
     train_batches = CacheBatches(cache_dir, "train", pathologies, batch_size=variant["batch_size"], shuffle=True,
                                  augment=variant.get("augment", True), seed=seed, pin_memory=pin, rank=dist.rank,
                                  world_size=dist.world_size, encoding=encoding,
-                                 blank=variant.get("blank", "masked"))
+                                 blank=variant.get("blank", "masked"), oversample=variant.get("oversample", False))
     val_batches = CacheBatches(cache_dir, "val", pathologies, batch_size=max(64, variant["batch_size"]),
                                pin_memory=pin)
     if len(train_batches.index) == 0 or len(val_batches.index) == 0:
@@ -250,8 +254,10 @@ def _train(dist: _Distributed, *, cache_dir, pathologies, variant, training, mod
         from torch.nn.parallel import DistributedDataParallel
 
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    head = head_module(model)
     optimizer = _build_optimizer(variant, model.parameters())
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=variant["epochs"])
+    schedule = variant.get("schedule") or {}
+    scheduler = build_scheduler(schedule, optimizer, variant["epochs"])
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     known = train_batches.mask.numpy()
     loss_fn = build_loss(variant["loss"], pos_counts=(train_batches.targets.numpy() * known).sum(axis=0),
@@ -260,7 +266,9 @@ def _train(dist: _Distributed, *, cache_dir, pathologies, variant, training, mod
 
     fingerprint = run_fingerprint(variant, pathologies, cache_dir, image_size)
     checkpoint_path = Path(checkpoint_path)
-    state = {"epoch": 0, "history": [], "best_metric": -np.inf, "best_state": None, "best_epoch": 0}
+    state = {"epoch": 0, "history": [], "best_metric": -np.inf, "best_state": None, "best_epoch": 0, "top": []}
+    top_k = int(variant.get("ensemble_top_k", 1))
+    patience = variant.get("early_stopping_patience")
     if checkpoint_path.exists():
         saved = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
         if saved.get("fingerprint") == fingerprint:
@@ -268,7 +276,7 @@ def _train(dist: _Distributed, *, cache_dir, pathologies, variant, training, mod
             optimizer.load_state_dict(saved["optimizer"])
             scheduler.load_state_dict(saved["scheduler"])
             scaler.load_state_dict(saved["scaler"])
-            state = {k: saved[k] for k in state}
+            state = {k: saved.get(k, state[k]) for k in state}
             log.info("resuming from %s after epoch %d", checkpoint_path, state["epoch"])
             if main:
                 print(f"resuming from {checkpoint_path} after epoch {state['epoch']}", flush=True)
@@ -280,7 +288,13 @@ def _train(dist: _Distributed, *, cache_dir, pathologies, variant, training, mod
         # dropout etc.: same stream whether resumed or not (rank 0 = the single-process stream)
         torch.manual_seed(seed * 1_000_003 + epoch + 1_000_000_007 * dist.rank)
         train_batches.set_epoch(epoch)
+        backbone_frozen = regime == "frozen" or (regime == "staged" and epoch <= variant.get("staged_head_epochs", 1))
+        set_backbone_trainable(model, head, not backbone_frozen)
         net.train()
+        if backbone_frozen:  # a frozen backbone keeps its batch-norm statistics too
+            for module in model.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         total, count = 0.0, 0
         bar = tqdm(train_batches, desc=f"epoch {epoch}/{variant['epochs']}", unit="batch", disable=not progress,
                    mininterval=5)
@@ -302,12 +316,15 @@ def _train(dist: _Distributed, *, cache_dir, pathologies, variant, training, mod
             count += len(x)
             bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
         bar.close()
-        scheduler.step()
         total, count = dist.sum(total, count)  # the whole global batch's training loss
         if not main:
-            # Only rank 0 validates, selects and writes; the others wait for its checkpoint before going on.
+            # Only rank 0 validates and selects; it shares the metric and the stop decision, then writes.
+            metric, stop = dist.sum(0.0, 0.0)
+            step_scheduler(scheduler, schedule, metric)
             state["epoch"] = epoch
             dist.barrier()
+            if stop:
+                break
             continue
 
         probs, y_val, m_val = predict_batches(model, val_batches, device, dtype, channels_last)
@@ -322,6 +339,11 @@ def _train(dist: _Distributed, *, cache_dir, pathologies, variant, training, mod
             state["best_metric"] = val_auroc if np.isfinite(val_auroc) else state["best_metric"]
             state["best_epoch"] = epoch
             state["best_state"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        if top_k > 1 and np.isfinite(val_auroc):
+            state["top"] = keep_top_k(state["top"], val_auroc, epoch, model, top_k)
+        stop = bool(patience) and epoch - state["best_epoch"] >= patience
+        metric, _ = dist.sum(val_auroc, float(stop))
+        step_scheduler(scheduler, schedule, metric)
         state["epoch"] = epoch
         print(f"epoch {epoch}: train_loss {row['train_loss']:.4f} val_loss {val_loss:.4f} "
               f"val_mean_auroc {val_auroc:.4f}{' (best)' if improved else ''} [{row['seconds']:.1f}s]", flush=True)
@@ -331,6 +353,10 @@ def _train(dist: _Distributed, *, cache_dir, pathologies, variant, training, mod
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
         dist.barrier()
+        if stop:
+            print(f"early stopping: no validation improvement for {patience} epochs (best epoch "
+                  f"{state['best_epoch']})", flush=True)
+            break
 
     if not main:
         return {}
@@ -339,13 +365,69 @@ def _train(dist: _Distributed, *, cache_dir, pathologies, variant, training, mod
         "pathologies": pathologies, "in_channels": 1, "image_size": image_size,
         "normalization": {"mean": GRAY_MEAN, "std": GRAY_STD}, "variant": variant,
         "best_epoch": state["best_epoch"], "best_val_mean_auroc": state["best_metric"], "fingerprint": fingerprint,
+        "ensemble_epochs": [t["epoch"] for t in state["top"]] if top_k > 1 else [],
     }
     write_csv(history_out, pd.DataFrame(state["history"]))
     with atomic_path(model_out) as tmp:
-        torch.save({"state_dict": state["best_state"], "metadata": metadata}, tmp)
+        saved_model = {"state_dict": state["best_state"], "metadata": metadata}
+        if top_k > 1 and state["top"]:
+            saved_model["ensemble_state_dicts"] = [t["state"] for t in state["top"]]
+        torch.save(saved_model, tmp)
     # Finished: the resume checkpoint has served its purpose (a forced rerun must start afresh).
     checkpoint_path.unlink(missing_ok=True)
     return state["history"][-1]
+
+
+def head_module(model):
+    """The classification head: the model's last ``nn.Linear`` (what frozen/staged regimes keep training)."""
+    import torch.nn as nn
+
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"{type(model).__name__}: no linear head found for a frozen/staged regime")
+    return linears[-1]
+
+
+def set_backbone_trainable(model, head, trainable: bool) -> None:
+    for p in model.parameters():
+        p.requires_grad_(trainable)
+    for p in head.parameters():
+        p.requires_grad_(True)
+
+
+def build_scheduler(schedule: dict, optimizer, epochs: int):
+    """Per-epoch learning-rate schedule: cosine (default), step (seed 003: 1e-3 -> 1e-4), plateau on the
+    validation mean AUROC, or constant."""
+    import torch
+
+    kind = schedule.get("type", "cosine")
+    if kind == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    if kind == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=schedule.get("step_size", 10),
+                                               gamma=schedule.get("gamma", 0.1))
+    if kind == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=schedule.get("gamma", 0.1),
+                                                          patience=schedule.get("patience", 2))
+    if kind == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    raise ValueError(f"unknown schedule type {kind!r}")
+
+
+def step_scheduler(scheduler, schedule: dict, metric: float) -> None:
+    """Advance one epoch; the plateau schedule watches the validation metric (skipped when it is NaN)."""
+    if (schedule or {}).get("type", "cosine") == "plateau":
+        if np.isfinite(metric):
+            scheduler.step(metric)
+    else:
+        scheduler.step()
+
+
+def keep_top_k(top: list, metric: float, epoch: int, model, k: int) -> list:
+    """The k best (metric, epoch, weights) so far, best first (CheXpert's checkpoint ensemble)."""
+    entry = {"metric": float(metric), "epoch": epoch,
+             "state": {key: v.detach().cpu().clone() for key, v in model.state_dict().items()}}
+    return sorted(top + [entry], key=lambda t: (-t["metric"], t["epoch"]))[:k]
 
 
 def _build_optimizer(variant: dict, params):
@@ -361,8 +443,28 @@ def _build_optimizer(variant: dict, params):
     raise ValueError(f"unknown optimizer {name!r}")
 
 
-def load_trained_model(model_path: str | Path, device=None):
-    """Return (model in eval mode, metadata) from a file written by ``train_variant``."""
+def _ensemble(members):
+    """A module averaging its members' probabilities; returns the logit of the mean so callers apply sigmoid."""
+    import torch
+
+    class CheckpointEnsemble(torch.nn.Module):
+        def __init__(self, models):
+            super().__init__()
+            self.members = torch.nn.ModuleList(models)
+
+        def forward(self, x):
+            probs = torch.stack([torch.sigmoid(m(x).float()) for m in self.members]).mean(dim=0)
+            return torch.logit(probs.clamp(1e-7, 1 - 1e-7))
+
+    return CheckpointEnsemble(members)
+
+
+def load_trained_model(model_path: str | Path, device=None, ensemble: bool = True):
+    """Return (model in eval mode, metadata) from a file written by ``train_variant``.
+
+    With ``ensemble_top_k > 1`` the file holds the k best checkpoints; ``ensemble=True`` returns a module
+    averaging their probabilities (what predictions use), ``ensemble=False`` the single best one.
+    """
     import torch
 
     model_path = Path(model_path)
@@ -373,6 +475,14 @@ def load_trained_model(model_path: str | Path, device=None):
     model = build_model(meta["model"], num_classes=len(meta["pathologies"]), in_channels=meta["in_channels"],
                         **meta.get("model_args", {}))
     model.load_state_dict(saved["state_dict"])
+    if ensemble and saved.get("ensemble_state_dicts"):
+        members = []
+        for state in saved["ensemble_state_dicts"]:
+            member = build_model(meta["model"], num_classes=len(meta["pathologies"]), in_channels=meta["in_channels"],
+                                 **meta.get("model_args", {}))
+            member.load_state_dict(state)
+            members.append(member)
+        model = _ensemble(members)
     if device is not None:
         model = model.to(device)
     return model.eval(), meta

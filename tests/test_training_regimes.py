@@ -1,0 +1,130 @@
+"""Training regimes of the seed studies: schedules, early stopping, frozen/staged backbones, top-k checkpoint
+ensembles and oversampling of rare labels."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from test_train_resume import PATHOLOGIES, TRAINING, VARIANT, make_cache
+from xraypipe.data import CacheBatches, oversampling_weights
+from xraypipe.models import build_model
+from xraypipe.train import build_scheduler, load_trained_model, step_scheduler, train_variant
+
+
+def _train(tmp_path, cache, tag="run", **changes):
+    variant = {**VARIANT, **changes}
+    out = tmp_path / tag
+    seen = []
+    train_variant(cache_dir=cache, pathologies=PATHOLOGIES, variant=variant, training=TRAINING,
+                  model_out=out / "model.pt", history_out=out / "history.csv", checkpoint_path=out / "last.pt",
+                  threads=1, progress=False, on_epoch_end=lambda e, r: seen.append(
+                      torch.load(out / "last.pt", weights_only=False)["model"]))
+    return out, pd.read_csv(out / "history.csv"), seen, variant
+
+
+def _initial_weights(variant):
+    torch.manual_seed(variant["seed"])  # train_variant seeds the same way before building the model
+    return build_model(variant["model"], num_classes=len(PATHOLOGIES), **variant["model_args"]).state_dict()
+
+
+def test_step_schedule_decays_by_gamma_every_step_size_epochs():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    sched = build_scheduler({"type": "step", "step_size": 2, "gamma": 0.1}, opt, epochs=6)
+    lrs = []
+    for _ in range(5):
+        lrs.append(opt.param_groups[0]["lr"])
+        step_scheduler(sched, {"type": "step"}, float("nan"))
+    np.testing.assert_allclose(lrs, [1e-3, 1e-3, 1e-4, 1e-4, 1e-5])
+
+
+def test_plateau_schedule_watches_the_validation_metric():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = {"type": "plateau", "gamma": 0.5, "patience": 1}
+    sched = build_scheduler(schedule, opt, epochs=10)
+    for metric in (0.6, 0.7, 0.7, 0.7):  # improves, then stalls for two epochs (> patience 1)
+        step_scheduler(sched, schedule, metric)
+    assert opt.param_groups[0]["lr"] == 0.5
+    step_scheduler(sched, schedule, float("nan"))  # NaN metric: no step
+    assert opt.param_groups[0]["lr"] == 0.5
+
+
+def test_early_stopping_stops_after_patience_epochs_without_improvement(tmp_path):
+    cache = make_cache(tmp_path / "cache")
+    rng = np.random.default_rng(0)  # scramble the labels: nothing to learn, validation cannot keep improving
+    index = pd.read_csv(cache / "index.csv")
+    index[PATHOLOGIES] = rng.integers(0, 2, (len(index), 2)).astype(float)
+    index.to_csv(cache / "index.csv", index=False)
+    _, history, _, _ = _train(tmp_path, cache, epochs=12, early_stopping_patience=2)
+    best = int(history["val_mean_auroc"].idxmax()) + 1
+    assert len(history) == best + 2 < 12
+
+
+def test_frozen_backbone_trains_only_the_head(tmp_path):
+    cache = make_cache(tmp_path / "cache")
+    out, _, _, variant = _train(tmp_path, cache, epochs=2, regime="frozen")
+    initial = _initial_weights(variant)
+    trained = torch.load(out / "model.pt", weights_only=False)["state_dict"]
+    head = [k for k in initial if k.startswith(str(len(list(build_model("small_cnn", 2, **variant["model_args"]))) - 1))]
+    assert head  # the last Linear's weight and bias
+    for key, value in initial.items():
+        if key in head:
+            assert not torch.equal(value, trained[key]), key
+        else:
+            assert torch.equal(value, trained[key]), key  # conv weights and batch-norm statistics untouched
+
+
+def test_staged_trains_the_head_first_then_everything(tmp_path):
+    cache = make_cache(tmp_path / "cache")
+    _, _, per_epoch, variant = _train(tmp_path, cache, epochs=3, regime="staged", staged_head_epochs=1)
+    initial = _initial_weights(variant)
+    first_conv = "0.weight"
+    assert torch.equal(per_epoch[0][first_conv], initial[first_conv])  # epoch 1: backbone frozen
+    assert not torch.equal(per_epoch[2][first_conv], initial[first_conv])  # later: fine-tuned
+
+
+def test_top_k_checkpoint_ensemble_averages_probabilities(tmp_path):
+    cache = make_cache(tmp_path / "cache")
+    out, history, _, _ = _train(tmp_path, cache, epochs=4, ensemble_top_k=3)
+    saved = torch.load(out / "model.pt", weights_only=False)
+    assert len(saved["ensemble_state_dicts"]) == 3
+    best3 = history.sort_values(["val_mean_auroc", "epoch"], ascending=[False, True])["epoch"].head(3).tolist()
+    assert saved["metadata"]["ensemble_epochs"] == best3
+    ensemble, meta = load_trained_model(out / "model.pt")
+    single, _ = load_trained_model(out / "model.pt", ensemble=False)
+    x = torch.rand(5, 1, 16, 16)
+    members = []
+    for state in saved["ensemble_state_dicts"]:
+        m = build_model(meta["model"], num_classes=2, **meta["model_args"])
+        m.load_state_dict(state)
+        members.append(torch.sigmoid(m.eval()(x)))
+    with torch.no_grad():
+        torch.testing.assert_close(torch.sigmoid(ensemble(x)), torch.stack(members).mean(0), rtol=1e-4, atol=1e-5)
+        assert not torch.allclose(torch.sigmoid(single(x)), torch.stack(members).mean(0))
+
+
+def test_oversampling_draws_rare_label_images_more_often(tmp_path):
+    targets = np.array([[1, 0], [1, 0], [1, 0], [1, 0], [0, 1], [0, 0]], dtype=np.float32)
+    weights = oversampling_weights(targets, np.ones_like(targets))
+    np.testing.assert_allclose(weights, [1, 1, 1, 1, 4, 1])  # the one rare positive counts as four
+    cache = make_cache(tmp_path / "cache", n=(200, 10, 10))
+    index = pd.read_csv(cache / "index.csv")
+    train = index["split"] == "train"
+    index.loc[train, "Mass"] = 0.0
+    index.loc[train & (index["cache_row"] < 10), "Mass"] = 1.0  # 10 of 200 positive
+    index.to_csv(cache / "index.csv", index=False)
+    plain = CacheBatches(cache, "train", PATHOLOGIES, batch_size=50, shuffle=True)
+    over = CacheBatches(cache, "train", PATHOLOGIES, batch_size=50, shuffle=True, oversample=True)
+
+    def positives(batches):
+        return sum(int(y[:, 0].sum()) for _, y, _, _ in batches)
+
+    assert positives(plain) == 10
+    assert positives(over) > 3 * positives(plain)
+
+
+def test_frozen_regime_with_ddp_is_refused(tmp_path, monkeypatch):
+    cache = make_cache(tmp_path / "cache")
+    monkeypatch.setattr("xraypipe.train._Distributed.enabled", property(lambda self: True))
+    with pytest.raises(ValueError, match="regime 'frozen' with training.distributed"):
+        _train(tmp_path, cache, regime="frozen")
