@@ -69,6 +69,8 @@ def split_summary(manifest: pd.DataFrame, pathologies) -> pd.DataFrame:
     for split in SPLITS:
         part = manifest[manifest["split"] == split]
         row = {"split": split, "images": len(part), "patients": part["patient_id"].nunique()}
-        row.update({p: int(np.nansum(part[p].to_numpy(dtype=float))) for p in pathologies})
+        row.update({p: int((part[p].to_numpy(dtype=float) == 1.0).sum()) for p in pathologies})  # positives
+        row.update({f"{p}_uncertain": int((part[p].to_numpy(dtype=float) == -1.0).sum())
+                    for p in pathologies if (part[p].to_numpy(dtype=float) == -1.0).any()})
         rows.append(row)
     return pd.DataFrame(rows)
