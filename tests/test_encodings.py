@@ -69,12 +69,77 @@ def test_training_batches_apply_the_variant_encoding(tmp_path):
     assert float(ignore.mask[1, 1]) == 0.0 and float(ones.mask[1, 1]) == 1.0  # the blank (NaN) label
 
 
-def test_unimplemented_training_encodings_are_refused_by_the_config(project_root):
+def test_multiclass_needs_its_own_loss(project_root):
     import yaml
 
     from xraypipe.config import ConfigError, validate_config
 
     raw = yaml.safe_load((project_root / "config.yaml").read_text())
     raw["variants"]["resnet18"]["encoding"] = "u_multiclass"
-    with pytest.raises(ConfigError, match=r"variants\.resnet18\.encoding: 'u_multiclass' .* not implemented yet"):
+    validate_config(raw)
+    raw["variants"]["resnet18"]["loss"] = "wcel"
+    with pytest.raises(ConfigError, match=r"variants\.resnet18\.loss: u_multiclass trains with a 3-class"):
         validate_config(raw)
+
+
+def _uncertain_cache(tmp_path):
+    import pandas as pd
+
+    from test_train_resume import make_cache
+
+    cache = make_cache(tmp_path / "cache", n=(96, 32, 16))
+    index = pd.read_csv(cache / "index.csv")
+    train = index["split"] == "train"
+    rows = index.index[train][::3]
+    index.loc[rows, "Mass"] = -1.0  # a third of the training Mass labels uncertain
+    index.to_csv(cache / "index.csv", index=False)
+    return cache
+
+
+def _train(tmp_path, cache, encoding):
+    from test_train_resume import PATHOLOGIES, TRAINING, VARIANT
+    from xraypipe.train import train_variant
+
+    out = tmp_path / encoding
+    train_variant(cache_dir=cache, pathologies=PATHOLOGIES, variant={**VARIANT, "epochs": 2, "encoding": encoding},
+                  training=TRAINING, model_out=out / "model.pt", history_out=out / "history.csv",
+                  checkpoint_path=out / "ckpt" / "last.pt", threads=1, progress=False)
+    return out
+
+
+def test_u_multiclass_trains_three_logits_per_label_and_scores_pos_over_pos_plus_neg(tmp_path):
+    from xraypipe.train import load_trained_model, predict_split
+
+    cache = _uncertain_cache(tmp_path)
+    out = _train(tmp_path, cache, "u_multiclass")
+    saved = torch.load(out / "model.pt", weights_only=False)
+    assert saved["metadata"]["classes_per_label"] == 3
+    assert saved["state_dict"][[k for k in saved["state_dict"] if k.endswith("weight")][-1]].shape[0] == 6
+    model, _ = load_trained_model(out / "model.pt")
+    x = torch.rand(4, 1, 16, 16)
+    with torch.no_grad():
+        probs = torch.softmax(model.inner(x).view(4, 2, 3), dim=-1)
+        torch.testing.assert_close(torch.sigmoid(model(x)), probs[..., 1] / (probs[..., 1] + probs[..., 0]))
+    frame = predict_split(model_path=out / "model.pt", cache_dir=cache, split="test", out_csv=out / "test.csv")
+    values = frame[["prob_Mass", "prob_Effusion"]].to_numpy()
+    assert ((values > 0) & (values < 1)).all()
+
+
+def test_u_selftrained_relabels_uncertain_training_labels_with_round_one_predictions(tmp_path, monkeypatch):
+    import xraypipe.encodings as enc
+
+    calls = []
+    original = enc.relabel_with_predictions
+
+    def spy(labels, targets, mask, probabilities):
+        calls.append((np.asarray(labels).copy(), np.asarray(probabilities).copy()))
+        return original(labels, targets, mask, probabilities)
+
+    monkeypatch.setattr(enc, "relabel_with_predictions", spy)
+    cache = _uncertain_cache(tmp_path)
+    out = _train(tmp_path, cache, "u_selftrained")
+    assert len(calls) == 1
+    labels, probs = calls[0]
+    assert (labels == -1).sum() == 32 and probs.shape == labels.shape
+    assert ((probs > 0) & (probs < 1)).all()  # soft targets from the round-1 model
+    assert (out / "model.pt").exists() and not (out / "ckpt" / "selftrain_round1").exists()

@@ -114,9 +114,9 @@ def _check_references(config: dict, source: str) -> None:
     for name, var in config["variants"].items():
         if var["model"] not in models.MODELS:
             problems.append(f"{source}: variants.{name}.model: {models.MODELS.unknown_message(var['model'])}")
-        if var.get("encoding") in ("u_selftrained", "u_multiclass"):
-            problems.append(f"{source}: variants.{name}.encoding: {var['encoding']!r} is defined (xraypipe.encodings) "
-                            "but its training loop is not implemented yet; use u_ignore, u_zeros or u_ones")
+        if var.get("encoding") == "u_multiclass" and var["loss"] not in ("bce", "masked_bce"):
+            problems.append(f"{source}: variants.{name}.loss: u_multiclass trains with a 3-class cross-entropy; "
+                            f"loss {var['loss']!r} does not apply (use bce)")
         if var["loss"] not in losses.LOSSES:
             problems.append(f"{source}: variants.{name}.loss: {losses.LOSSES.unknown_message(var['loss'])}")
     if problems:

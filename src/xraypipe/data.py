@@ -31,7 +31,8 @@ class CacheBatches:
 
     def __init__(self, cache_dir: str | Path, split: str, pathologies, *, batch_size: int, shuffle: bool = False,
                  augment: bool = False, seed: int = 0, pin_memory: bool = False, rank: int = 0, world_size: int = 1,
-                 encoding: str = "u_ignore", blank: str = "masked", oversample: bool = False):
+                 encoding: str = "u_ignore", blank: str = "masked", oversample: bool = False,
+                 targets_override=None):
         import torch
 
         from xraypipe.encodings import encode_uncertain_labels
@@ -44,6 +45,8 @@ class CacheBatches:
         labels = self.index[list(pathologies)].to_numpy(dtype=np.float32)
         # uncertain (-1) and blank (NaN) labels become targets + a loss mask (default: both masked out)
         targets, mask = encode_uncertain_labels(labels, encoding, blank)
+        if targets_override is not None:  # e.g. U-SelfTrained's relabelled targets
+            targets, mask = (np.asarray(a, dtype=np.float32) for a in targets_override)
         self.targets, self.mask = torch.from_numpy(targets), torch.from_numpy(mask)
         self.sample_weights = oversampling_weights(targets, mask) if oversample else None
         self.batch_size = batch_size

@@ -28,7 +28,7 @@ import pandas as pd
 
 from xraypipe.atomic import atomic_path, write_csv
 from xraypipe.data import GRAY_MEAN, GRAY_STD, CacheBatches
-from xraypipe.encodings import eval_labels
+from xraypipe.encodings import ENCODINGS, eval_labels
 from xraypipe.losses import build_loss
 from xraypipe.metrics import auroc
 from xraypipe.models import build_model
@@ -200,15 +200,46 @@ def train_variant(*, cache_dir: str | Path, pathologies, variant: dict, training
     """
     dist = _Distributed(training)
     try:
-        return _train(dist, cache_dir=cache_dir, pathologies=pathologies, variant=variant, training=training,
-                      model_out=model_out, history_out=history_out, checkpoint_path=checkpoint_path, threads=threads,
-                      on_epoch_end=on_epoch_end, progress=progress)
+        common = dict(cache_dir=cache_dir, pathologies=pathologies, training=training, threads=threads,
+                      progress=progress)
+        train_targets = None
+        if variant.get("encoding") == "u_selftrained":
+            if dist.enabled:
+                raise ValueError("encoding 'u_selftrained' with training.distributed is not supported yet")
+            train_targets = _self_training_targets(dist, variant, Path(checkpoint_path), common)
+        return _train(dist, variant=variant, model_out=model_out, history_out=history_out,
+                      checkpoint_path=checkpoint_path, on_epoch_end=on_epoch_end, train_targets=train_targets,
+                      **common)
     finally:
         dist.close()
 
 
+def _self_training_targets(dist, variant: dict, checkpoint_path: Path, common: dict):
+    """U-SelfTrained, round 1: train the same variant with U-Ignore (its own resumable checkpoint), then replace
+    the uncertain training labels by that model's probabilities (Irvin et al. 2019). Round 1's files live beside
+    the checkpoint and are removed once round 2 has finished."""
+    from xraypipe.encodings import encode_uncertain_labels, relabel_with_predictions
+
+    first = checkpoint_path.parent / "selftrain_round1"
+    model_path = first / "model.pt"
+    if not model_path.exists():
+        print("u_selftrained: round 1 (U-Ignore)", flush=True)
+        _train(dist, variant={**variant, "encoding": "u_ignore"}, model_out=model_path,
+               history_out=first / "history.csv", checkpoint_path=first / "last.pt", on_epoch_end=None,
+               train_targets=None, **common)
+    device = select_device(common["training"].get("device", "auto"))
+    model, _ = load_trained_model(model_path, device)
+    batches = CacheBatches(common["cache_dir"], "train", common["pathologies"], batch_size=128)
+    probs, _, _ = predict_batches(model, batches, device)
+    labels = batches.index[list(common["pathologies"])].to_numpy(dtype=np.float32)
+    targets, mask = encode_uncertain_labels(labels, "u_selftrained", variant.get("blank", "masked"))
+    targets, mask = relabel_with_predictions(labels, targets, mask, probs)
+    print(f"u_selftrained: round 2 with {int((labels == -1).sum())} uncertain labels relabelled", flush=True)
+    return targets, mask
+
+
 def _train(dist: _Distributed, *, cache_dir, pathologies, variant, training, model_out, history_out, checkpoint_path,
-           threads, on_epoch_end, progress) -> dict:
+           threads, on_epoch_end, progress, train_targets=None) -> dict:
     import torch
     from tqdm.auto import tqdm
 
@@ -231,13 +262,12 @@ def _train(dist: _Distributed, *, cache_dir, pathologies, variant, training, mod
         raise ValueError(f"regime {regime!r} with training.distributed is not supported (DDP needs a fixed set of "
                          "trainable parameters); use regime: full or turn distributed off")
     encoding = variant.get("encoding", "u_ignore")
-    if encoding in ("u_selftrained", "u_multiclass"):
-        raise NotImplementedError(f"encoding {encoding!r}: the label encoding exists (xraypipe.encodings) but its "
-                                  "training loop is not implemented yet; use u_ignore, u_zeros or u_ones")
+    classes_per_label = ENCODINGS.get(encoding).classes_per_label
     train_batches = CacheBatches(cache_dir, "train", pathologies, batch_size=variant["batch_size"], shuffle=True,
                                  augment=variant.get("augment", True), seed=seed, pin_memory=pin, rank=dist.rank,
                                  world_size=dist.world_size, encoding=encoding,
-                                 blank=variant.get("blank", "masked"), oversample=variant.get("oversample", False))
+                                 blank=variant.get("blank", "masked"), oversample=variant.get("oversample", False),
+                                 targets_override=train_targets)
     val_batches = CacheBatches(cache_dir, "val", pathologies, batch_size=max(64, variant["batch_size"]),
                                pin_memory=pin)
     if len(train_batches.index) == 0 or len(val_batches.index) == 0:
@@ -245,7 +275,8 @@ def _train(dist: _Distributed, *, cache_dir, pathologies, variant, training, mod
     image_size = int(train_batches.images.shape[-1])
 
     torch.manual_seed(seed)
-    model = build_model(variant["model"], num_classes=len(pathologies), in_channels=1, weights=variant.get("weights"),
+    model = build_model(variant["model"], num_classes=len(pathologies) * classes_per_label, in_channels=1,
+                        weights=variant.get("weights"),
                         **variant.get("model_args", {})).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -260,7 +291,13 @@ def _train(dist: _Distributed, *, cache_dir, pathologies, variant, training, mod
     scheduler = build_scheduler(schedule, optimizer, variant["epochs"])
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     known = train_batches.mask.numpy()
-    loss_fn = build_loss(variant["loss"], pos_counts=(train_batches.targets.numpy() * known).sum(axis=0),
+    scorer = positive_score_model(model, classes_per_label)  # (B, L) logits whose sigmoid is the positive score
+    if classes_per_label == 3:
+        loss_fn = multiclass_loss()
+        val_loss_fn = build_loss("bce")
+    else:
+        loss_fn = val_loss_fn = None
+    loss_fn = loss_fn or build_loss(variant["loss"], pos_counts=(train_batches.targets.numpy() * known).sum(axis=0),
                          neg_counts=((1 - train_batches.targets.numpy()) * known).sum(axis=0),
                          **variant.get("loss_args", {}))
 
@@ -327,8 +364,8 @@ def _train(dist: _Distributed, *, cache_dir, pathologies, variant, training, mod
                 break
             continue
 
-        probs, y_val, m_val = predict_batches(model, val_batches, device, dtype, channels_last)
-        val_loss = float(loss_fn(torch.logit(torch.from_numpy(probs).clamp(1e-6, 1 - 1e-6)),
+        probs, y_val, m_val = predict_batches(scorer, val_batches, device, dtype, channels_last)
+        val_loss = float((val_loss_fn or loss_fn)(torch.logit(torch.from_numpy(probs).clamp(1e-6, 1 - 1e-6)),
                                  torch.from_numpy(y_val), torch.from_numpy(m_val)))
         val_auroc = mean_auroc(y_val, m_val, probs)
         row = {"epoch": epoch, "train_loss": total / count, "val_loss": val_loss, "val_mean_auroc": val_auroc,
@@ -366,6 +403,7 @@ def _train(dist: _Distributed, *, cache_dir, pathologies, variant, training, mod
         "normalization": {"mean": GRAY_MEAN, "std": GRAY_STD}, "variant": variant,
         "best_epoch": state["best_epoch"], "best_val_mean_auroc": state["best_metric"], "fingerprint": fingerprint,
         "ensemble_epochs": [t["epoch"] for t in state["top"]] if top_k > 1 else [],
+        "classes_per_label": classes_per_label,
     }
     write_csv(history_out, pd.DataFrame(state["history"]))
     with atomic_path(model_out) as tmp:
@@ -375,7 +413,42 @@ def _train(dist: _Distributed, *, cache_dir, pathologies, variant, training, mod
         torch.save(saved_model, tmp)
     # Finished: the resume checkpoint has served its purpose (a forced rerun must start afresh).
     checkpoint_path.unlink(missing_ok=True)
+    if train_targets is not None:  # u_selftrained: round 1 is done with too
+        import shutil
+
+        shutil.rmtree(checkpoint_path.parent / "selftrain_round1", ignore_errors=True)
     return state["history"][-1]
+
+
+def positive_score_model(model, classes_per_label: int):
+    """``model`` itself, or for U-MultiClass (3 logits per label: neg, pos, uncertain) a view returning
+    l_pos - l_neg, whose sigmoid is p(pos) / (p(pos) + p(neg)): every consumer keeps applying a sigmoid."""
+    if classes_per_label == 1:
+        return model
+    import torch
+
+    class PositiveScore(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            grouped = self.inner(x).view(x.shape[0], -1, 3)
+            return grouped[..., 1] - grouped[..., 0]
+
+    return PositiveScore(model)
+
+
+def multiclass_loss():
+    """Cross-entropy over (negative, positive, uncertain) per label, masked like the binary losses."""
+    import torch.nn.functional as F
+
+    def loss(logits, targets, mask):
+        grouped = logits.float().view(logits.shape[0], -1, 3)
+        per_entry = F.cross_entropy(grouped.permute(0, 2, 1), targets.long(), reduction="none")
+        return (per_entry * mask).sum() / mask.sum().clamp_min(1.0)
+
+    return loss
 
 
 def head_module(model):
@@ -472,17 +545,17 @@ def load_trained_model(model_path: str | Path, device=None, ensemble: bool = Tru
         raise FileNotFoundError(f"{model_path}: trained model not found (run the train rule for it first)")
     saved = torch.load(model_path, map_location="cpu", weights_only=False)
     meta = saved["metadata"]
-    model = build_model(meta["model"], num_classes=len(meta["pathologies"]), in_channels=meta["in_channels"],
-                        **meta.get("model_args", {}))
-    model.load_state_dict(saved["state_dict"])
+    classes = int(meta.get("classes_per_label", 1))
+
+    def restore(state):
+        net = build_model(meta["model"], num_classes=len(meta["pathologies"]) * classes,
+                          in_channels=meta["in_channels"], **meta.get("model_args", {}))
+        net.load_state_dict(state)
+        return positive_score_model(net, classes)
+
+    model = restore(saved["state_dict"])
     if ensemble and saved.get("ensemble_state_dicts"):
-        members = []
-        for state in saved["ensemble_state_dicts"]:
-            member = build_model(meta["model"], num_classes=len(meta["pathologies"]), in_channels=meta["in_channels"],
-                                 **meta.get("model_args", {}))
-            member.load_state_dict(state)
-            members.append(member)
-        model = _ensemble(members)
+        model = _ensemble([restore(state) for state in saved["ensemble_state_dicts"]])
     if device is not None:
         model = model.to(device)
     return model.eval(), meta
