@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from xraypipe import datasets
-from xraypipe.atomic import atomic_dir, write_csv, write_json
+from xraypipe.atomic import atomic_dir, write_csv
 from xraypipe.datasets.contract import BASE_COLUMNS, OPTIONAL_COLUMNS, DatasetFormatError, validate_manifest
 from xraypipe.splits import assign_splits, check_patient_leakage, split_summary
 
@@ -94,18 +94,3 @@ def predict(model_path, cache_dir, split: str, out_csv, device: str = "auto", th
 
     return predict_split(model_path=model_path, cache_dir=cache_dir, split=split, out_csv=out_csv, threads=threads,
                          device_preference=device)
-
-
-def evaluate(predictions_csv, evaluation_cfg: dict, out_json) -> dict:
-    from xraypipe.metrics import evaluate_predictions
-
-    predictions = pd.read_csv(predictions_csv, dtype={"patient_id": str, "image_id": str})
-    pathologies = [c[len("prob_"):] for c in predictions.columns if c.startswith("prob_")]
-    result = evaluate_predictions(predictions, pathologies, n_boot=evaluation_cfg.get("bootstrap_samples", 1000),
-                                  level=evaluation_cfg.get("ci_level", 0.95), seed=evaluation_cfg.get("seed", 0),
-                                  unit=evaluation_cfg.get("bootstrap_unit", "patient"))
-    # flat keys first for `dvc metrics show/diff`
-    flat = {"mean_auroc": result["mean"]["auroc"],
-            **{f"auroc_{label}": v["auroc"] for label, v in result["labels"].items()}}
-    write_json(out_json, {**flat, **result})
-    return result
