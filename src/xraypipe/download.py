@@ -223,6 +223,25 @@ def _plan_zip(archive: Path, zf: zipfile.ZipFile):
     return infos
 
 
+def _write_members(archive: Path, target: Path, root: Path, entries) -> list[str]:
+    """Write (name, is_dir, open) archive entries under ``root``, after checking that none escapes it."""
+    for name, _, _ in entries:
+        out = (root / name).resolve()
+        if root not in out.parents and out != root:
+            raise UnsafeArchiveError(f"{archive}: member {name!r} escapes {target}")
+    written = []
+    for name, is_dir, open_member in entries:
+        out = root / name
+        if is_dir:
+            out.mkdir(parents=True, exist_ok=True)
+            continue
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open_member() as src, open(out, "wb") as dst:
+            shutil.copyfileobj(src, dst, CHUNK)
+        written.append(name)
+    return written
+
+
 def safe_extract(archive: str | os.PathLike, target: str | os.PathLike) -> list[str]:
     """Extract ``archive`` into ``target`` (created); return the member names written.
 
@@ -231,41 +250,15 @@ def safe_extract(archive: str | os.PathLike, target: str | os.PathLike) -> list[
     archive, target = Path(archive), Path(target)
     target.mkdir(parents=True, exist_ok=True)
     root = target.resolve()
-    written = []
     try:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
-                infos = _plan_zip(archive, zf)
-                for info in infos:
-                    out = (root / info.filename).resolve()
-                    if root not in out.parents and out != root:
-                        raise UnsafeArchiveError(f"{archive}: member {info.filename!r} escapes {target}")
-                for info in infos:
-                    out = root / info.filename
-                    if info.is_dir():
-                        out.mkdir(parents=True, exist_ok=True)
-                        continue
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    with zf.open(info) as src, open(out, "wb") as dst:
-                        shutil.copyfileobj(src, dst, CHUNK)
-                    written.append(info.filename)
+                entries = [(i.filename, i.is_dir(), lambda i=i: zf.open(i)) for i in _plan_zip(archive, zf)]
+                written = _write_members(archive, target, root, entries)
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive) as tar:
-                members = _plan_tar(archive, tar)
-                for m in members:
-                    out = (root / m.name).resolve()
-                    if root not in out.parents and out != root:
-                        raise UnsafeArchiveError(f"{archive}: member {m.name!r} escapes {target}")
-                for m in members:
-                    out = root / m.name
-                    if m.isdir():
-                        out.mkdir(parents=True, exist_ok=True)
-                        continue
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    src = tar.extractfile(m)
-                    with src, open(out, "wb") as dst:
-                        shutil.copyfileobj(src, dst, CHUNK)
-                    written.append(m.name)
+                entries = [(m.name, m.isdir(), lambda m=m: tar.extractfile(m)) for m in _plan_tar(archive, tar)]
+                written = _write_members(archive, target, root, entries)
         else:
             raise DatasetFormatError(f"{archive}: not a zip or tar archive")
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
