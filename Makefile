@@ -7,7 +7,7 @@ CORES ?= 8
 # Jobs call `python`, `snakemake` and `dvc` from the project's environment.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run test test-fast lock clean system-deps slurm-profile
+.PHONY: setup run test test-fast lock clean system-deps slurm-profile bench
 
 setup: $(STAMP)
 
@@ -26,9 +26,21 @@ test: setup system-deps
 test-fast: setup
 	pytest -m "not slow"
 
+# (benchmark-only packages, benchmarks/requirements.txt, stay out of the lock)
+BENCH_ONLY := $(shell sed -n 's/^\([A-Za-z0-9_.-]*\)==.*/\1/p' benchmarks/requirements.txt | paste -sd'|')
 lock: setup
 	( echo "# Full transitive pin set (pip freeze of a working .venv). Regenerate: make lock"; \
-	  $(BIN)/python -m pip freeze --exclude-editable | grep -vi '^xraypipe' ) > requirements-lock.txt
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -vi '^xraypipe' \
+	  | grep -viE '^($(BENCH_ONLY))==' ) > requirements-lock.txt
+
+# Speed benchmarks of issue 6 (benchmarks/README.md): installs the reference loader (torchxrayvision) into the
+# .venv with the lock as constraints (torch stays at its pinned version; checked), then runs them.
+TORCH_PIN := $(shell sed -n 's/^torch==//p' requirements-lock.txt)
+bench: setup
+	$(BIN)/python -m pip install --quiet -r benchmarks/requirements.txt -c requirements-lock.txt
+	$(BIN)/python -c "import torch, sys; v = torch.__version__.split('+')[0]; \
+	  sys.exit(0 if v == '$(TORCH_PIN)' else f'torch {v} installed, lock pins $(TORCH_PIN)')"
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/speed.py $(BENCH_ARGS)
 
 # System packages the slow tests use, installed only where that is possible (root + apt-get); elsewhere
 # the tests that need them skip (or fail when CI is set).

@@ -16,12 +16,15 @@ include: "rules/common.smk"
 include: "rules/raw.smk"
 include: "rules/splits.smk"
 include: "rules/cache.smk"
+include: "rules/pixel_stats.smk"
 include: "rules/train.smk"
 include: "rules/predict.smk"
 include: "rules/evaluate.smk"
 include: "rules/tables.smk"
 include: "rules/localize.smk"
+include: "rules/detect.smk"
 include: "rules/figures.smk"
+include: "rules/cv.smk"
 
 
 # issue 7 (cluster executors, profiles/slurm): run on the submitting host, not as cluster jobs. prepare_raw
@@ -46,7 +49,11 @@ rule all:
         PATHS["iobb_html"],
         PATHS["study_html"],
         expand(PATHS["fig_roc"], dataset=DATASETS),
+        # issue 8: per-pixel standardisation statistics (cheap; defined for every dataset, as in dvc.yaml)
+        expand(PATHS["pixel_stats"], dataset=DATASETS),
         expand(PATHS["fig_labels"], dataset=DATASETS),
         expand(PATHS["fig_training"], dataset=DATASETS),
         [PATHS["fig_confusion"].format(dataset=d, variant=v) for d, v in experiment_pairs(config)],
         [PATHS["fig_gradcam"].format(dataset=d, variant=v) for d, v in experiment_pairs(config)],
+        # issue 8: one k-fold table per cross-validated variant (none while cross_validation.variants is empty)
+        [PATHS[key].format(variant=v) for v in CV_VARIANTS for key in ("cv_table", "cv_markdown", "cv_html")],

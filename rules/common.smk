@@ -3,7 +3,7 @@ import os
 import sys
 
 from xraypipe.config import ConfigError, validate_config
-from xraypipe.workflow import PATHS, experiment_pairs, stage_params_json
+from xraypipe.workflow import PATHS, cv_runs, cv_variants, experiment_pairs, stage_params_json
 
 try:
     config = validate_config(config, source="config")
@@ -15,13 +15,15 @@ os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.g
 
 DATASETS = config["experiment"]["datasets"]
 VARIANTS = config["experiment"]["variants"]
+CV_VARIANTS = cv_variants(config)  # cross_validation.variants (rules/cv.smk)
 SPLITS = ["train", "val", "test"]
 ENV = "../envs/pipeline.yaml"
 
 
 wildcard_constraints:
     dataset="|".join(DATASETS),
-    variant="|".join(VARIANTS),
+    variant="|".join(dict.fromkeys(VARIANTS + CV_VARIANTS)),
+    fold="[0-9]+",
     split="train|val|test",
 
 

@@ -23,7 +23,7 @@ rule auroc_table:
         ENV
     shell:
         "python scripts/auroc_table.py --config-json {params.cfg:q} --out-csv {output.csv} "
-        "--out-md {output.md} --out-html {output.html} > {log} 2>&1"
+        "--out-md {output.md} --out-html {output.html} > {log} 2>&1 && cat {output.md}"
 
 
 rule classification_table:
@@ -50,7 +50,9 @@ rule classification_table:
 rule iobb_table:
     """Localization accuracy at T(IoBB) and false positives per image, Wang et al.'s layout and published row."""
     input:
-        lambda wildcards: [PATHS["loc_summary"].format(dataset=d, variant=v) for d, v in experiment_pairs(config)],
+        # Grad-CAM boxes (localize) and the detector (detect, whose info.json holds the box split's counts)
+        lambda wildcards: [PATHS[key].format(dataset=d, variant=v) for d, v in experiment_pairs(config)
+                           for key in ("loc_summary", "det_summary", "det_info")],
     output:
         csv=PATHS["iobb_table"],
         md=PATHS["iobb_markdown"],

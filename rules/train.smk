@@ -7,6 +7,9 @@ rule train:
     input:
         arrays=expand(PATHS["cache_array"], split=["train", "val"], allow_missing=True),
         index=PATHS["cache_index"],
+        # normalization: per_pixel reads the training split's statistics beside the cache
+        stats=lambda w: [PATHS["pixel_stats"].format(dataset=w.dataset)]
+        if config["variants"][w.variant].get("normalization") == "per_pixel" else [],
     output:
         model=PATHS["model"],
         history=PATHS["history"],

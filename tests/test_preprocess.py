@@ -112,3 +112,48 @@ def test_build_cache_failure_leaves_no_partial_array(tmp_path):
         build_cache(manifest, tmp_path / "cache", image_size=8, threads=2, progress=False)
     leftovers = sorted(p.name for p in (tmp_path / "cache").iterdir())
     assert leftovers == ["train.npy"]  # the completed split only; no half-written val.npy, no temp file, no index
+
+
+def _reference_gray(image: Image.Image) -> np.ndarray:
+    """The general conversion path, written out: composite on opaque black, then ITU-R 601 luminance."""
+    if image.mode == "L":
+        return np.array(image)
+    rgba = image.convert("RGBA")
+    black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+    return np.array(Image.alpha_composite(black, rgba).convert("L"))
+
+
+@pytest.mark.parametrize("size,how", [(224, "pad"), (97, "crop"), (300, "stretch")])
+def test_fast_paths_write_the_same_bytes(shared_data, tmp_path, size, how):
+    """load_image's shortcuts (mode L resized without a numpy round trip, opaque RGBA without compositing) give
+    exactly the bytes of the general path, on the real NIH files (one is RGBA) and on non-square crops of them."""
+    from xraypipe.preprocess import resize_square
+
+    paths = sorted((shared_data / "nih" / "images").glob("*.png"))[:6] + [shared_data / "nih" / "images" / "00000004_000.png"]
+    for i, path in enumerate(paths):
+        with Image.open(path) as im:
+            im.load()
+            variants = {"full": im.copy(), "wide": im.crop((0, 100, 1024, 700 + i))}
+        for name, image in variants.items():
+            file = tmp_path / f"{path.stem}_{name}.png"
+            image.save(file)
+            expected = resize_square(_reference_gray(image), size, how)
+            got = load_image(file, size, how)
+            assert got.dtype == np.uint8 and got.shape == (size, size)
+            np.testing.assert_array_equal(got, expected, err_msg=f"{file.name} {how}")
+
+
+def test_translucent_rgba_is_still_composited_on_black(tmp_path):
+    rgba = np.zeros((8, 8, 4), dtype=np.uint8)
+    rgba[..., :3] = 200
+    rgba[..., 3] = 128  # half transparent: over black, the gray is about half of 200
+    path = tmp_path / "translucent.png"
+    Image.fromarray(rgba, mode="RGBA").save(path)
+    out = load_image(path, 8, "stretch")
+    assert np.all(np.abs(out.astype(int) - 100) <= 1), out
+
+
+def test_unknown_resize_mode_is_a_value_error_not_a_decode_error(shared_data):
+    with pytest.raises(ValueError, match="unknown resize mode 'squash'") as info:
+        load_image(shared_data / "nih" / "images" / "00000001_000.png", 64, "squash")
+    assert not isinstance(info.value, ImageDecodeError)

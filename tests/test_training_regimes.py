@@ -128,3 +128,77 @@ def test_frozen_regime_with_ddp_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr("xraypipe.train._Distributed.enabled", property(lambda self: True))
     with pytest.raises(ValueError, match="regime 'frozen' with training.distributed"):
         _train(tmp_path, cache, regime="frozen")
+
+
+def _train_plain(tmp_path, cache, tag, **changes):
+    """train_variant without the per-epoch checkpoint probe (ensemble members checkpoint in their own folders)."""
+    variant = {**VARIANT, **changes}
+    out = tmp_path / tag
+    train_variant(cache_dir=cache, pathologies=PATHOLOGIES, variant=variant, training=TRAINING,
+                  model_out=out / "model.pt", history_out=out / "history.csv", checkpoint_path=out / "last.pt",
+                  threads=1, progress=False)
+    return out, pd.read_csv(out / "history.csv"), None, variant
+
+
+def test_seed_ensemble_trains_independent_members_and_averages_them(tmp_path):
+    cache = make_cache(tmp_path / "cache")
+    out, history, _, variant = _train_plain(tmp_path, cache, "ens", epochs=2, ensemble_seeds=3)
+    saved = torch.load(out / "model.pt", weights_only=False)
+    meta = saved["metadata"]
+    assert meta["ensemble_seeds"] == [3, 4, 5]
+    assert sorted(history["member_seed"].unique()) == [3, 4, 5] and len(history) == 6
+    # each member is exactly the single run with that seed (fresh model, same data)
+    for seed, state in zip((3, 4, 5), saved["ensemble_state_dicts"]):
+        single_out, _, _, _ = _train_plain(tmp_path, cache, f"single{seed}", epochs=2, seed=seed)
+        single = torch.load(single_out / "model.pt", weights_only=False)["state_dict"]
+        for key in single:
+            torch.testing.assert_close(state[key], single[key])
+    ensemble, _ = load_trained_model(out / "model.pt")
+    x = torch.rand(6, 1, 16, 16)
+    members = []
+    for state in saved["ensemble_state_dicts"]:
+        m = build_model(meta["model"], num_classes=2, **meta["model_args"])
+        m.load_state_dict(state)
+        members.append(torch.sigmoid(m.eval()(x)))
+    with torch.no_grad():
+        torch.testing.assert_close(torch.sigmoid(ensemble(x)), torch.stack(members).mean(0), rtol=1e-4, atol=1e-5)
+    assert 0.0 <= meta["best_val_mean_auroc"] <= 1.0 and len(meta["member_best_val_mean_auroc"]) == 3
+    assert not (out / "seed_members").exists()  # member files removed once the ensemble is written
+
+
+def test_seed_ensemble_resumes_at_the_member_it_was_in(tmp_path, monkeypatch):
+    import xraypipe.train as train_module
+
+    cache = make_cache(tmp_path / "cache")
+    calls = []
+    real = train_module._train
+
+    def crash_on_second_member(*args, **kwargs):
+        calls.append(kwargs["variant"]["seed"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "_train", crash_on_second_member)
+    with pytest.raises(KeyboardInterrupt):
+        _train_plain(tmp_path, cache, "ens", epochs=1, ensemble_seeds=2)
+    monkeypatch.setattr(train_module, "_train", lambda *a, **k: (calls.append(k["variant"]["seed"]), real(*a, **k))[1])
+    _train_plain(tmp_path, cache, "ens", epochs=1, ensemble_seeds=2)
+    assert calls == [3, 4, 4]  # the finished first member was not trained again
+
+
+def test_gamma_augmentation_is_a_per_image_power():
+    from xraypipe.data import augment_batch
+
+    x = torch.rand(8, 1, 12, 12)
+    identity = dict(max_rotate_deg=0.0, max_shift=0.0, scale=(1.0, 1.0), contrast=(1.0, 1.0), brightness=0.0)
+    same = augment_batch(x.clone(), torch.Generator().manual_seed(0), **identity)
+    torch.testing.assert_close(same, x, atol=1e-5, rtol=0)  # everything off: (almost) the identity
+    out = augment_batch(x.clone(), torch.Generator().manual_seed(0), **identity, gamma=(0.5, 2.0))
+    interior = (x > 0.05) & (x < 0.95)
+    g = (out.clamp_min(1e-6).log() / x.clamp_min(1e-6).log())  # recovers each image's exponent
+    for i in range(len(x)):
+        gi = g[i][interior[i]]
+        assert 0.5 - 1e-3 <= float(gi.median()) <= 2.0 + 1e-3
+        assert float(gi.std()) < 1e-2  # one exponent per image
+    assert float(g[:, 0][interior[:, 0]].std()) > 0.05  # differing between images

@@ -14,9 +14,16 @@ STAGES = {"prepare_raw": "raw", "make_splits": "splits", "build_cache": "cache",
           # issue 5
           "localize": "localize", "classification_table": "table", "iobb_table": "table",
           "study_table": "study_table", "roc_figure": "figures", "label_distribution_figure": "figures",
-          "training_curves_figure": "figures", "confusion_figure": "figures", "gradcam_figure": "figures"}
+          "training_curves_figure": "figures", "confusion_figure": "figures", "gradcam_figure": "figures",
+          # issue 8: the detector
+          "train_detector": "train_detector", "detect": "detect",
+          # issue 8: k-fold cross-validation
+          "cv_folds": "cv_folds", "train_fold": "train_fold", "cv_table": "cv_table",
+          # issue 8: per-pixel standardisation statistics
+          "pixel_stats": "pixel_stats"}
 PER_DATASET = ("prepare_raw", "make_splits", "build_cache", "roc_figure", "label_distribution_figure",
-               "training_curves_figure")
+               "training_curves_figure", "train_detector", "pixel_stats")
+PER_VARIANT = ("cv_table",)  # matrix over cross_validation.variants only
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +33,9 @@ def two_by_two(tmp_path_factory):
     cfg["datasets"]["nih_other"] = dict(cfg["datasets"]["nih_synthetic"], synthetic={"seed": 5, "n_patients": 20})
     cfg["variants"]["resnet18_lr"] = dict(cfg["variants"]["resnet18"], lr=0.01)
     cfg["experiment"] = {"datasets": ["nih_synthetic", "nih_other"], "variants": ["resnet18", "small_cnn", "resnet18_lr"]}
+    # issue 8: two cross-validated variants (one of them not in experiment.variants) x 3 folds
+    cfg["variants"]["small_cnn_cv"] = dict(cfg["variants"]["small_cnn"], lr=0.004)
+    cfg["cross_validation"] = {"variants": ["small_cnn", "small_cnn_cv"], "folds": [0, 1, 2], "seed": 0}
     return make_workflow_copy(tmp_path_factory.mktemp("wf"), cfg), validate_config(cfg)
 
 
@@ -53,9 +63,13 @@ def test_snakemake_and_dvc_define_the_same_outputs(two_by_two):
     dvc = set().union(*(outs for _, outs, _ in dvc_stages(workdir)))
     assert sm == dvc, f"only in Snakemake: {sorted(sm - dvc)}\nonly in DVC: {sorted(dvc - sm)}"
     # 2 datasets x 3 variants: 6 models, 12 prediction files, 6 metrics, one table
-    assert len([f for f in sm if f.endswith("model.pt")]) == 6
+    assert len([f for f in sm if f.startswith("results/models/") and f.endswith("model.pt")]) == 6
     assert len([f for f in sm if f.startswith("results/predictions/")]) == 12
     assert PATHS["auroc_table"] in sm
+    # issue 8: 2 datasets x 2 cross-validated variants x 3 folds, one fold assignment per dataset x variant
+    assert len([f for f in sm if f.startswith("results/cv/") and f.endswith("metrics.json")]) == 12
+    assert len([f for f in sm if f.startswith("results/cv/") and f.endswith("folds.csv")]) == 4
+    assert {PATHS["cv_table"].format(variant=v) for v in ("small_cnn", "small_cnn_cv")} <= sm
 
 
 def test_every_snakemake_param_is_tracked_by_dvc(two_by_two):
@@ -73,6 +87,8 @@ def test_every_snakemake_param_is_tracked_by_dvc(two_by_two):
             parts = m["rest"].split("-")
             if rule in PER_DATASET:
                 names = {"dataset": parts[0]}
+            elif rule in PER_VARIANT:
+                names = {"variant": parts[0]}
             else:
                 names = {"dataset": parts[0], "variant": parts[1]}
         for dotted in STAGE_PARAMS[key]:
@@ -90,6 +106,7 @@ def test_dry_run_lists_every_job(two_by_two):
         if len(parts) == 2 and parts[1].isdigit():
             counts[parts[0]] = int(parts[1])
     assert counts["prepare_raw"] == 2 and counts["train"] == 6 and counts["predict"] == 12 and counts["auroc_table"] == 1
+    assert counts["cv_folds"] == 4 and counts["train_fold"] == 12 and counts["cv_table"] == 2  # issue 8
 
 
 def test_invalid_config_stops_before_any_job(tmp_path):
@@ -123,3 +140,27 @@ def test_dvc_params_exist_in_the_shipped_configs(two_by_two, project_root, confi
                 for part in parts:
                     assert isinstance(node, dict) and part in node, f"{config_name}: {name} tracks missing {key}"
                     node = node[part]
+
+
+def test_cross_validation_off_defines_no_cv_outputs_and_dvc_still_works(tmp_path, project_root):
+    """The default (cross_validation.variants: []) expands DVC's cv matrices to nothing, like Snakemake's rule all,
+    and `dvc status` works; config.yaml and config/tiny.yaml spell out the keys dvc.yaml's matrices read."""
+    import yaml
+    from workflow_copy import init_git_dvc
+
+    for name in ("config.yaml", "config/tiny.yaml"):
+        raw = yaml.safe_load((project_root / name).read_text())
+        assert isinstance(raw["cross_validation"]["variants"], list), name
+        assert raw["cross_validation"]["folds"] == list(range(len(raw["cross_validation"]["folds"]))), name
+    cfg = load_tiny_config()
+    assert cfg["cross_validation"]["variants"] == []
+    wf = make_workflow_copy(tmp_path / "wf", cfg)
+    sm = snakemake_outputs(wf)
+    stages = dvc_stages(wf)
+    dvc = set().union(*(outs for _, outs, _ in stages))
+    assert sm == dvc, f"only in Snakemake: {sorted(sm - dvc)}\nonly in DVC: {sorted(dvc - sm)}"
+    assert not [f for f in sm if f.startswith("results/cv") or "cross_validation" in f]
+    assert not [name for name, _, _ in stages if name.split("@")[0] in ("cv_folds", "train_fold", "cv_table")]
+    init_git_dvc(wf)
+    status = run([str(BIN / "dvc"), "status"], wf, timeout=300)
+    assert "train_fold" not in status.stdout and "cv_" not in status.stdout

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 from xraypipe.config import ConfigError, load_config
@@ -43,4 +44,12 @@ def run(main) -> None:
         main()
     except (ConfigError, DatasetFormatError, ImageDecodeError, SplitLeakageError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except (ValueError, KeyError) as exc:
+        # bad values in inputs (a stale model, a missing column, ...): one line naming the file/key; set
+        # XRAYPIPE_TRACEBACK=1 to see where it was raised
+        if os.environ.get("XRAYPIPE_TRACEBACK"):
+            raise
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"error: {message} (XRAYPIPE_TRACEBACK=1 shows the traceback)", file=sys.stderr)
         sys.exit(1)

@@ -119,6 +119,16 @@ def _check_references(config: dict, source: str) -> None:
                             f"loss {var['loss']!r} does not apply (use bce)")
         if var["loss"] not in losses.LOSSES:
             problems.append(f"{source}: variants.{name}.loss: {losses.LOSSES.unknown_message(var['loss'])}")
+    cv = config.get("cross_validation") or {}
+    for i, name in enumerate(cv.get("variants") or []):
+        if name not in config["variants"]:
+            close = difflib.get_close_matches(name, list(config["variants"]), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"{source}: cross_validation.variants[{i}]: {name!r} is not defined under variants:{hint}")
+    folds = cv.get("folds")
+    if folds is not None and list(folds) != list(range(len(folds))):
+        problems.append(f"{source}: cross_validation.folds: must be the fold numbers 0..k-1 in order, e.g. "
+                        f"{list(range(len(folds)))} for k = {len(folds)}; got {list(folds)}")
     if problems:
         raise ConfigError("\n".join(problems))
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from xraypipe.atomic import write_json
-from xraypipe.metrics import aggregate_studies, classification_report, evaluate_predictions, grouped_classification
+from xraypipe.metrics import aggregate_studies, auroc, classification_report, evaluate_predictions, grouped_classification
 
 
 def read_predictions(path) -> pd.DataFrame:
@@ -56,6 +56,15 @@ def evaluate(test_csv, val_csv, cfg: dict, out_json, thresholds_json) -> dict:
     method = cfg.get("threshold_method", "youden")
     report = classification_report(test, val, pathologies, method)
     result["classification"] = report
+    # validation AUROC for reference only: the model and thresholds were chosen on it, so it is optimistic
+    val_labels = val[[f"label_{p}" for p in pathologies]].to_numpy(dtype=float)
+    val_scores = val[[f"prob_{p}" for p in pathologies]].to_numpy(dtype=float)
+    val_aurocs = [auroc(val_labels[:, j], val_scores[:, j]) for j in range(len(pathologies))]
+    result["validation_mean_auroc"] = float(np.nanmean(val_aurocs)) if np.isfinite(val_aurocs).any() else None
+    result["n_val_images"] = int(len(val))
+    if result["n_images"] == 0:
+        print(f"{test_csv}: the test split is empty (the source has no test split); validation mean AUROC "
+              f"{result['validation_mean_auroc']} (optimistic: used for model selection)", flush=True)
     flat = {"mean_auroc": result["mean"]["auroc"],
             **{f"auroc_{label}": v["auroc"] for label, v in result["labels"].items()},
             **{f"macro_{k}": v for k, v in report["macro"].items() if k != "auroc"}}

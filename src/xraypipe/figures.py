@@ -171,6 +171,9 @@ def gradcam_figure(localization_dir, cache_dir, out_png, title: str = "") -> Non
     scored = pd.read_csv(loc / "scored.csv", dtype={"image_id": str})
     detected = pd.read_csv(loc / "detected.csv", dtype={"image_id": str})
     info = json.loads((loc / "info.json").read_text())
+    if "box_method" in detected.columns:  # the localize stage scores every box method; draw the configured one
+        detected = detected[detected["box_method"] == info["box_method"]]
+        scored = scored[scored["box_method"] == info["box_method"]]
     if len(maps) == 0:
         fig, ax = plt.subplots(figsize=(5, 1.5))
         ax.text(0.5, 0.5, "no test image with a ground-truth box", ha="center", va="center")

@@ -130,12 +130,16 @@ def _cam_class():
 
 
 def heatmaps(model, images: np.ndarray, classes, *, method: str = "gradcam", batch_size: int = 32,
-             mean: float = 0.5, std: float = 0.25, device=None) -> np.ndarray:
+             mean: float = 0.5, std: float = 0.25, device=None, normalization=None) -> np.ndarray:
     """Class heatmaps in [0, 1] at the input resolution: one per (image, class) pair.
 
     ``images``: N x S x S uint8 (the cache's format); ``classes``: N class indices (which output to explain).
     Returns N x S x S float32; each map is min-max scaled by the library (0 = no evidence).
+    ``normalization``: the model file's ``metadata['normalization']`` (any method of ``xraypipe.standardize``);
+    without it, ``(u / 255 - mean) / std`` with the scalar ``mean``/``std``.
     """
+    from xraypipe.standardize import Normalization
+
     import torch
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -160,11 +164,11 @@ def heatmaps(model, images: np.ndarray, classes, *, method: str = "gradcam", bat
     out = np.zeros(images.shape, dtype=np.float32)
     if len(images) == 0:
         return out
+    norm = Normalization.from_meta(normalization) if normalization is not None else Normalization("fixed", mean, std)
     dev = next(model.parameters()).device
     try:
         for start in range(0, len(images), batch_size):
-            chunk = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).float().div_(255.0)
-            x = chunk.sub_(mean).div_(std).unsqueeze(1).to(dev)
+            x = norm.apply(images[start:start + batch_size]).to(dev)
             targets = [ClassifierOutputTarget(c) for c in classes[start:start + batch_size]]
             out[start:start + len(x)] = explainer(input_tensor=x, targets=targets)
     finally:
@@ -339,17 +343,24 @@ def mean_box_sizes(boxes: pd.DataFrame, findings) -> dict:
 
 
 def localize(*, model_path, cache_dir, boxes_csv, resize: str, cfg: dict, out_dir, threads: int = 1) -> dict:
-    """The localize stage for one dataset x variant: heatmaps for every (test image, boxed finding) pair
-    (capped at ``cfg['max_images']`` images), detected boxes, per-box scores and Wang et al.'s summary.
+    """The localize stage for one dataset x variant: heatmaps for every (scoring image, boxed finding) pair, boxes
+    by BOTH box methods (threshold + connected components, seed 004's heuristic) from the same heatmaps, per-box
+    scores and Wang et al.'s summary per box method.
 
-    Writes into ``out_dir``: ``detected.csv``, ``scored.csv`` (one row per ground-truth box), ``summary.csv``
-    (rows T x acc/afp, columns findings) and ``heatmaps.npz`` (the first ``cfg['overlays_per_finding']``
-    pairs per finding, for the overlay figure). A dataset without a box file gets empty outputs.
+    The scoring images are ``xraypipe.detection.box_split``'s ``scoring`` role (the boxed test images, capped at
+    ``cfg['max_images']``; on datasets whose training splits hold too few boxes, a patient-wise part of them), so
+    the Grad-CAM boxes and the detector are scored on the same boxes.
+
+    Writes into ``out_dir``: ``detected.csv`` and ``scored.csv`` (a ``box_method`` column), ``summary.csv`` (a
+    ``localizer`` column ``<method>/<box method>``, rows T x acc/afp, columns findings) and ``heatmaps.npz`` (the
+    first ``cfg['overlays_per_finding']`` pairs per finding, for the overlay figure, which draws the boxes of
+    ``cfg['box_method']``). A dataset without a box file gets empty outputs.
     """
     import torch
 
     from xraypipe.atomic import atomic_path, write_csv, write_json
-    from xraypipe.datasets.nih import BOXED_FINDINGS, read_nih_boxes
+    from xraypipe.datasets.nih import BOXED_FINDINGS
+    from xraypipe.detection import boxed_findings, scoring_split
     from xraypipe.preprocess import load_cache_index, load_cache_split
     from xraypipe.train import load_trained_model
 
@@ -363,21 +374,18 @@ def localize(*, model_path, cache_dir, boxes_csv, resize: str, cfg: dict, out_di
     box_method = cfg.get("box_method", "threshold")
     if box_method not in BOX_METHODS:
         raise ValueError(f"unknown box method {box_method!r}; choose one of {', '.join(BOX_METHODS)}")
+    method = cfg.get("method", "gradcam")
 
     index = load_cache_index(cache_dir)
-    truth = pd.DataFrame(columns=["image_id", "finding", "x", "y", "w", "h", "split", "cache_row"])
-    boxes_csv = Path(boxes_csv) if boxes_csv else None
-    if boxes_csv is not None and boxes_csv.exists():
-        raw = read_nih_boxes(boxes_csv)
-        truth = boxes_in_cache_frame(raw[raw["finding"].isin(findings)], index, meta["image_size"], resize)
-    train_boxes = truth[truth["split"] != "test"]
-    test_boxes = truth[truth["split"] == "test"].sort_values(["cache_row", "finding"]).reset_index(drop=True)
-    images_kept = test_boxes["cache_row"].drop_duplicates().tolist()[: int(cfg.get("max_images", 200))]
-    test_boxes = test_boxes[test_boxes["cache_row"].isin(images_kept)].reset_index(drop=True)
+    # the split over all the dataset's boxed findings, exactly as train_detector/detect compute it
+    boxes, counts = scoring_split(boxes_csv, index, meta["image_size"], resize, boxed_findings(index), cfg)
+    truth = boxes[boxes["finding"].isin(findings)].drop(columns=["patient_id"])
+    # the heuristic's mean box size: the detector-training boxes (never the scored ones); a finding without any
+    # falls back to the other scored images' boxes (leave-one-image-out, so an image's own box size is never used)
+    train_boxes = truth[truth["role"] == "detector_train"]
+    test_boxes = truth[truth["role"] == "scoring"].sort_values(["cache_row", "finding"]).reset_index(drop=True)
+    images_kept = test_boxes["cache_row"].drop_duplicates().tolist()
     pairs = test_boxes[["image_id", "cache_row", "finding"]].drop_duplicates().reset_index(drop=True)
-
-    # the heuristic's mean box size: training/validation boxes; a finding without any falls back to the other
-    # test images' boxes (leave-one-image-out, so an image's own box size is never used)
     sizes = mean_box_sizes(train_boxes, findings)
 
     def size_for(finding, image_id):
@@ -390,22 +398,31 @@ def localize(*, model_path, cache_dir, boxes_csv, resize: str, cfg: dict, out_di
 
     cached = load_cache_split(cache_dir, "test")
     maps = heatmaps(model, cached[pairs["cache_row"].to_numpy(int)] if len(pairs) else np.zeros((0, 1, 1), np.uint8),
-                    [pathologies.index(f) for f in pairs["finding"]], method=cfg.get("method", "gradcam"),
-                    mean=meta["normalization"]["mean"], std=meta["normalization"]["std"])
+                    [pathologies.index(f) for f in pairs["finding"]], method=method,
+                    normalization=meta.get("normalization"))
     detected_rows = []
     for k, pair in enumerate(pairs.itertuples(index=False)):
-        if box_method == "heuristic":
-            boxes = heuristic_box(maps[k], size_for(pair.finding, pair.image_id))
-        else:
-            boxes = threshold_boxes(maps[k], float(cfg.get("heat_threshold", 0.5)), int(cfg.get("max_boxes", 3)))
-        for rank, b in enumerate(boxes):
-            detected_rows.append({"image_id": pair.image_id, "cache_row": pair.cache_row, "finding": pair.finding,
-                                  "rank": rank, **b})
-    detected = pd.DataFrame(detected_rows, columns=["image_id", "cache_row", "finding", "rank", "x", "y", "w", "h",
-                                                    "peak", "mean_heat"])
-    scored = score_boxes(test_boxes, detected, thresholds)
-    fps = false_positives(test_boxes, detected, thresholds)
-    summary = summarise(scored, fps, findings, thresholds)
+        for name in BOX_METHODS:
+            if name == "heuristic":
+                found = heuristic_box(maps[k], size_for(pair.finding, pair.image_id))
+            else:
+                found = threshold_boxes(maps[k], float(cfg.get("heat_threshold", 0.5)), int(cfg.get("max_boxes", 3)))
+            for rank, b in enumerate(found):
+                detected_rows.append({"box_method": name, "image_id": pair.image_id, "cache_row": pair.cache_row,
+                                      "finding": pair.finding, "rank": rank, **b})
+    detected = pd.DataFrame(detected_rows, columns=["box_method", "image_id", "cache_row", "finding", "rank", "x", "y",
+                                                    "w", "h", "peak", "mean_heat"])
+    scored_parts, summaries = [], []
+    gt = test_boxes[["image_id", "finding", "x", "y", "w", "h", "split", "cache_row"]]
+    for name in BOX_METHODS:
+        subset = detected[detected["box_method"] == name]
+        scored = score_boxes(gt, subset, thresholds)
+        scored_parts.append(scored.assign(box_method=name))
+        summaries.append(summarise(scored, false_positives(gt, subset, thresholds), findings, thresholds)
+                         .assign(localizer=f"{method}/{name}"))
+    scored = pd.concat(scored_parts, ignore_index=True)
+    summary = pd.concat(summaries, ignore_index=True)
+    summary = summary[["localizer"] + [c for c in summary.columns if c != "localizer"]]
 
     per_finding = int(cfg.get("overlays_per_finding", 2))
     chosen = pairs.groupby("finding", sort=False).head(per_finding).index.to_numpy()
@@ -419,7 +436,7 @@ def localize(*, model_path, cache_dir, boxes_csv, resize: str, cfg: dict, out_di
                                 cache_row=pairs["cache_row"].to_numpy(int)[chosen],
                                 finding=pairs["finding"].to_numpy(str)[chosen])
     info = {"n_images": len(images_kept), "n_boxes": int(len(test_boxes)), "n_pairs": int(len(pairs)),
-            "method": cfg.get("method", "gradcam"), "box_method": box_method,
-            "findings": findings, "image_size": meta["image_size"], "resize": resize}
+            "method": method, "box_method": box_method, "box_methods": list(BOX_METHODS),
+            "findings": findings, "image_size": meta["image_size"], "resize": resize, "box_split": counts}
     write_json(out_dir / "info.json", info)
-    return info
+    return {k: v for k, v in info.items() if k != "box_split"}

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from xraypipe.standardize import Normalization
+
 DISPLAY_SIZE = 448
 COLOR_SPREAD_LIMIT = 12.0  # mean |R-G|, |G-B| on 0..255 above which an image is a colour photograph, not a film
 
@@ -91,12 +93,12 @@ def predict_images(model, meta, paths, thresholds: dict, resize: str = "pad", al
     from xraypipe.preprocess import load_image
 
     size = int(meta["image_size"])
-    norm = meta.get("normalization", {"mean": 0.5, "std": 0.25})
+    norm = Normalization.from_meta(meta.get("normalization"))  # the transform the model was trained with
     arrays = []
     for path in paths:
         check_image_kind(Path(path), allow_color)
         arrays.append(load_image(path, size, resize))
-    x = torch.from_numpy(np.stack(arrays)).float().div_(255.0).sub_(norm["mean"]).div_(norm["std"]).unsqueeze(1)
+    x = norm.apply(np.stack(arrays))
     with torch.inference_mode():
         probs = torch.sigmoid(model(x).float()).numpy()
     results = []
@@ -118,9 +120,8 @@ def write_overlay(path: Path, out_png: Path, model, meta, array: np.ndarray, pro
     positives = [f for f in meta["pathologies"] if decision[f]]
     display = load_image(path, DISPLAY_SIZE, resize)
     scale = DISPLAY_SIZE / array.shape[0]
-    norm = meta.get("normalization", {"mean": 0.5, "std": 0.25})
     maps = heatmaps(model, np.repeat(array[None], len(positives), 0), [meta["pathologies"].index(f) for f in positives],
-                    method=method, mean=norm["mean"], std=norm["std"]) if positives else []
+                    method=method, normalization=meta.get("normalization")) if positives else []
     n = max(1, len(positives))
     fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.9), squeeze=False)
     if not positives:

@@ -50,6 +50,8 @@ def to_gray_uint8(image: Image.Image, path: str = "<image>") -> np.ndarray:
         return np.asarray(image.convert("RGB").convert("L"), dtype=np.uint8)
     if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = image.convert("RGBA")
+        if rgba.getchannel("A").getextrema() == (255, 255):  # opaque (e.g. NIH's RGBA files): compositing is a no-op
+            return np.asarray(rgba.convert("L"), dtype=np.uint8)
         background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         return np.asarray(Image.alpha_composite(background, rgba).convert("L"), dtype=np.uint8)
     if mode == "RGB":
@@ -63,6 +65,9 @@ def to_gray_uint8(image: Image.Image, path: str = "<image>") -> np.ndarray:
     raise ImageDecodeError(f"{path}: unsupported image mode {mode!r}")
 
 
+RESIZE_MODES = ("pad", "crop", "stretch")
+
+
 def resize_square(gray: np.ndarray, size: int, how: str = "pad") -> np.ndarray:
     """Resize a 2-D uint8 array to size x size.
 
@@ -70,8 +75,12 @@ def resize_square(gray: np.ndarray, size: int, how: str = "pad") -> np.ndarray:
     square; stretch: ignore the aspect ratio. ``reducing_gap`` lets PIL shrink by integer factors first,
     which keeps large downscales fast and alias-free.
     """
-    h, w = gray.shape
-    image = Image.fromarray(gray, mode="L")
+    return _resize_gray_image(Image.fromarray(gray, mode="L"), size, how)
+
+
+def _resize_gray_image(image: Image.Image, size: int, how: str = "pad") -> np.ndarray:
+    """``resize_square`` on a mode-L PIL image (no round trip through numpy)."""
+    w, h = image.size
     if how == "crop" and h != w:
         side = min(h, w)
         top, left = (h - side) // 2, (w - side) // 2
@@ -81,7 +90,7 @@ def resize_square(gray: np.ndarray, size: int, how: str = "pad") -> np.ndarray:
         canvas = Image.new("L", (side, side), 0)
         canvas.paste(image, ((side - w) // 2, (side - h) // 2))
         image = canvas
-    elif how not in ("pad", "crop", "stretch"):
+    elif how not in RESIZE_MODES:
         raise ValueError(f"unknown resize mode {how!r}")
     if image.size != (size, size):
         image = image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
@@ -91,10 +100,14 @@ def resize_square(gray: np.ndarray, size: int, how: str = "pad") -> np.ndarray:
 def load_image(path: str | os.PathLike, size: int, how: str = "pad") -> np.ndarray:
     """Decode one image file to a size x size uint8 gray array; ImageDecodeError names the file."""
     path = str(path)
+    if how not in RESIZE_MODES:  # checked here: a ValueError inside the decode block would read as a decode error
+        raise ValueError(f"unknown resize mode {how!r}")
     try:
         with Image.open(path) as image:
             image.draft("L", (size, size))  # JPEG only: decode at reduced scale
             image.load()
+            if image.mode == "L" and min(image.size) > 0:  # 8-bit gray (most radiographs): resize the decoded image
+                return _resize_gray_image(image, size, how)
             gray = to_gray_uint8(image, path)
     except FileNotFoundError:
         raise ImageDecodeError(f"{path}: image file not found") from None
@@ -166,7 +179,9 @@ def decode_into(paths: list[str], out: np.ndarray, size: int, how: str, threads:
     else:
         ctx = mp.get_context("fork" if os.name == "posix" else "spawn")
         pool = ctx.Pool(threads)
-        results = pool.imap(_load_job, jobs, chunksize=max(1, min(64, len(jobs) // (threads * 8))))
+        # small chunks: an image costs ~10 ms to decode, so IPC is negligible, and no worker idles at the end
+        # while another finishes a long last chunk
+        results = pool.imap(_load_job, jobs, chunksize=max(1, min(8, len(jobs) // (threads * 32))))
     failures = []
     try:
         for i, array in enumerate(results):

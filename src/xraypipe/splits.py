@@ -13,9 +13,9 @@ class SplitLeakageError(RuntimeError):
 
 
 def _sample_patients(patients: np.ndarray, fraction: float, rng: np.random.Generator) -> set:
-    """Pick ``fraction`` of the patients (at least one, and never all when there is more than one)."""
+    """Pick ``fraction`` of the patients (at least one, and never all when there is more than one); none for 0."""
     n = len(patients)
-    if n == 0:
+    if n == 0 or fraction <= 0:
         return set()
     k = int(round(fraction * n))
     k = min(max(k, 1), n - 1) if n > 1 else 0

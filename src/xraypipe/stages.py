@@ -41,8 +41,14 @@ def prepare_raw(dataset_cfg: dict, out_dir: str | Path) -> dict:
     root = Path(dataset_cfg["root"]).expanduser().resolve()
     if root.is_file():
         from xraypipe.acquire import extract_local_archive
+        from xraypipe.download import is_archive
 
-        return extract_local_archive(root, out_dir)
+        if is_archive(root):
+            return extract_local_archive(root, out_dir)
+        # a single data file (e.g. a MedMNIST .npz, itself a zip the reader opens as is): linked, not extracted
+        with atomic_dir(out_dir) as tmp:
+            os.symlink(root, tmp / root.name)
+        return {"linked_from": str(root)}
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root {root} does not exist (datasets.*.root in config)")
     # Link, not copy: real datasets are tens of GB. Each top-level entry becomes a symlink.

@@ -59,7 +59,15 @@ def auroc_markdown(table: pd.DataFrame, ci_level: float = 0.95) -> str:
         lines.append("| " + " | ".join([str(r["dataset"]), str(r["variant"]), n, *cells]) + " |")
     if "kind" in table.columns and (table["kind"] != "measured").any():
         lines += ["", REFERENCE_NOTE]
+    if (table.get("kind", pd.Series("measured", index=table.index)).eq("measured") & table["n_test_images"].eq(0)).any():
+        lines += ["", NO_TEST_NOTE]
     return "\n".join(lines) + "\n"
+
+
+NO_TEST_NOTE = (
+    "Rows with 0 test images: the source has no test split (e.g. a MedMNIST file holding only train and val, with "
+    "split.test_fraction 0). Nothing was scored; results/metrics/<dataset>/<variant>.json holds the validation "
+    "AUROC, which is optimistic (the model was selected on it).")
 
 
 def _fmt_signed(value, digits=3) -> str:
@@ -148,7 +156,7 @@ def markdown_table(frame: pd.DataFrame, caption: str = "", digits: int = 3, note
                                                   "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
     for _, r in frame.iterrows():
         cells = []
-        counts_row = r.get("metric") == "n_boxes"
+        counts_row = r.get("metric") == "n_boxes" or r.get("kind") == "counts"
         for c in cols:
             v = r[c]
             if isinstance(v, (float, np.floating, int, np.integer)) and not isinstance(v, bool):
@@ -224,54 +232,98 @@ def write_classification_table(metric_files: dict, csv_out, md_out, groups: dict
 
 
 # ---------------------------------------------------------------------------------------------- localization
-def iobb_table(summary_files: dict, readers: dict | None = None) -> pd.DataFrame:
-    """Wang et al.'s layout: rows (dataset, variant, T, metric), columns the boxed findings; plus the published
-    Wang et al. rows (acc) and each variant's difference from them, for datasets of a reader with published figures."""
+def iobb_table(summary_files: dict, readers: dict | None = None, split_counts: dict | None = None) -> pd.DataFrame:
+    """Wang et al.'s layout: rows (dataset, variant, localizer, T, metric), columns the boxed findings; plus the
+    published Wang et al. rows (acc) and each localizer's difference from them, for datasets of a reader with
+    published figures.
+
+    ``summary_files``: (dataset, variant) -> a summary.csv path or a list of them (the localize stage's Grad-CAM
+    box methods, the detect stage's detector); a ``localizer`` column in a summary names its rows.
+    ``split_counts``: dataset -> ``xraypipe.detection.box_split`` counts; adds ``kind`` = counts rows (boxes,
+    images and patients per finding used for detector training and for scoring)."""
     from xraypipe.references import LOCALIZATION_REFERENCES_BY_READER
 
     parts = []
-    for (dataset, variant), path in summary_files.items():
-        summary = pd.read_csv(path)
-        if summary.drop(columns=["T", "metric"]).empty:
-            continue
-        summary.insert(0, "kind", "measured")
-        summary.insert(0, "variant", variant)
-        summary.insert(0, "dataset", dataset)
-        parts.append(summary)
-        for source, ref in LOCALIZATION_REFERENCES_BY_READER.get((readers or {}).get(dataset), {}).items():
-            findings = [c for c in summary.columns[5:] if c in next(iter(ref.values()))]
-            for t, values in ref.items():
-                measured = summary[(summary["metric"] == "acc") & (summary["T"].round(4) == round(t, 4))]
-                if measured.empty:
-                    continue
-                parts.append(pd.DataFrame([{"dataset": dataset, "variant": f"{variant} - {source}",
-                                            "kind": "difference", "T": t, "metric": "acc",
-                                            **{f: measured.iloc[0][f] - values[f] for f in findings}}]))
-    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["dataset", "variant", "kind", "T",
-                                                                                    "metric"])
+    for (dataset, variant), paths in summary_files.items():
+        for path in [paths] if isinstance(paths, (str, Path)) else list(paths):
+            summary = pd.read_csv(path)
+            if "localizer" not in summary.columns:
+                summary.insert(0, "localizer", "")
+            if summary.drop(columns=["localizer", "T", "metric"]).empty:
+                continue
+            summary = summary[["localizer"] + [c for c in summary.columns if c != "localizer"]]
+            summary.insert(1, "kind", "measured")
+            summary.insert(0, "variant", variant)
+            summary.insert(0, "dataset", dataset)
+            parts.append(summary)
+            findings = list(summary.columns[6:])
+            for source, ref in LOCALIZATION_REFERENCES_BY_READER.get((readers or {}).get(dataset), {}).items():
+                known = [f for f in findings if f in next(iter(ref.values()))]
+                for localizer, rows in summary.groupby("localizer", sort=False):
+                    for t, values in ref.items():
+                        measured = rows[(rows["metric"] == "acc") & (rows["T"].round(4) == round(t, 4))]
+                        if measured.empty:
+                            continue
+                        parts.append(pd.DataFrame([{"dataset": dataset, "variant": f"{variant} - {source}",
+                                                    "localizer": localizer, "kind": "difference", "T": t,
+                                                    "metric": "acc",
+                                                    **{f: measured.iloc[0][f] - values[f] for f in known}}]))
+    columns = ["dataset", "variant", "localizer", "kind", "T", "metric"]
+    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
     refs = []
     for dataset in table["dataset"].unique():
         for source, ref in LOCALIZATION_REFERENCES_BY_READER.get((readers or {}).get(dataset), {}).items():
             for t, values in ref.items():
-                refs.append({"dataset": dataset, "variant": f"published: {source}", "kind": "published", "T": t,
-                             "metric": "acc", **{f: v for f, v in values.items() if f in table.columns}})
+                refs.append({"dataset": dataset, "variant": f"published: {source}", "localizer": "heatmap (Wang)",
+                             "kind": "published", "T": t, "metric": "acc",
+                             **{f: v for f, v in values.items() if f in table.columns}})
     if refs:
         table = pd.concat([table, pd.DataFrame(refs)], ignore_index=True)
     order = {"measured": 0, "published": 1, "difference": 2}
     if len(table):
         table = table.assign(_k=table["kind"].map(order), _m=table["metric"].map({"acc": 0, "afp": 1}).fillna(2))
         table = table.sort_values(["dataset", "_m", "T", "_k"], kind="stable").drop(columns=["_k", "_m"])
+    counts = []
+    for dataset, c in (split_counts or {}).items():
+        if dataset not in set(table["dataset"]):
+            continue
+        for role, label in (("detector_train", "train"), ("scoring", "scored")):
+            for unit in ("boxes", "images", "patients"):
+                counts.append({"dataset": dataset, "variant": f"box split: {c['source']}", "localizer": "",
+                               "kind": "counts", "T": np.nan, "metric": f"{label}_{unit}",
+                               **{f: v[unit] for f, v in c[role]["per_finding"].items() if f in table.columns}})
+    if counts:
+        table = pd.concat([table, pd.DataFrame(counts)], ignore_index=True)
     return table.reset_index(drop=True)
 
 
-def write_iobb_table(summary_files: dict, csv_out, md_out, readers: dict | None = None, html_out=None) -> pd.DataFrame:
-    table = iobb_table(summary_files, readers)
+def split_counts_note(split_counts: dict | None) -> str:
+    """One sentence per dataset: boxes / images / patients for detector training and for scoring."""
+    lines = []
+    for dataset, c in (split_counts or {}).items():
+        tr, sc = c["detector_train"], c["scoring"]
+        lines.append(f"{dataset}: detector trained on {tr['boxes']} boxes / {tr['images']} images / {tr['patients']} "
+                     f"patients ({c['source']}); every localizer scored on {sc['boxes']} boxes / {sc['images']} images"
+                     f" / {sc['patients']} patients" + (f" ({c['not_scored']['images']} more boxed images over "
+                                                        "max_images not scored)" if c["not_scored"]["images"] else "")
+                     + ".")
+    return "\n".join(lines)
+
+
+def write_iobb_table(summary_files: dict, csv_out, md_out, readers: dict | None = None, html_out=None,
+                     split_counts: dict | None = None) -> pd.DataFrame:
+    table = iobb_table(summary_files, readers, split_counts)
     write_csv(csv_out, table, float_format="%.4f")
-    caption = ("Localization on the test images with ground-truth boxes (Wang et al. 2017 layout): acc = fraction "
+    caption = ("Localization on the scored images with ground-truth boxes (Wang et al. 2017 layout): acc = fraction "
                "of ground-truth boxes with IoBB > T (IoBB = intersection / detected box area), afp = average false "
-               "positive boxes per image; mean_iobb/mean_iou = best match per box.")
-    write_text(md_out, markdown_table(table, caption=caption,
-                                      note=REFERENCE_NOTE if (table.get("kind") == "published").any() else "")
+               "positive boxes per image; mean_iobb/mean_iou = best match per box. Localizers: <heatmap>/threshold "
+               "(connected components of the thresholded heatmap), <heatmap>/heuristic (seed 004's mean-box-size "
+               "heuristic), maskrcnn or fasterrcnn (a detector trained on the boxes, kept for the findings the "
+               "classifier predicts positive; /unconditioned: all its boxes).")
+    shown = set(table["dataset"]) if len(table) else set()
+    notes = [n for n in (split_counts_note({d: c for d, c in (split_counts or {}).items() if d in shown}),
+                         REFERENCE_NOTE if (table.get("kind") == "published").any() else "") if n]
+    write_text(md_out, markdown_table(table, caption=caption, note="\n\n".join(notes))
                if len(table) else caption + "\n\nNo dataset of this experiment has ground-truth boxes.\n")
     if html_out:
         write_html_table(html_out, table, caption)

@@ -27,11 +27,12 @@ import numpy as np
 import pandas as pd
 
 from xraypipe.atomic import atomic_path, write_csv
-from xraypipe.data import GRAY_MEAN, GRAY_STD, CacheBatches
+from xraypipe.data import CacheBatches
 from xraypipe.encodings import ENCODINGS, eval_labels
 from xraypipe.losses import build_loss
 from xraypipe.metrics import auroc
 from xraypipe.models import build_model
+from xraypipe.standardize import PIXEL_STATS_NAME, Normalization, apply_init
 
 log = logging.getLogger("xraypipe.train")
 
@@ -156,9 +157,13 @@ def file_digest(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def run_fingerprint(variant: dict, pathologies, cache_dir: str | Path, image_size: int) -> str:
+def run_fingerprint(variant: dict, pathologies, cache_dir: str | Path, image_size: int, selection=None) -> str:
+    """What defines a run; ``selection``: the training/validation row selections (cross-validation folds), so a
+    checkpoint of one fold can never be resumed by another."""
     payload = {"format": FORMAT_VERSION, "variant": variant, "pathologies": list(pathologies),
                "index": file_digest(Path(cache_dir) / "index.csv"), "image_size": image_size}
+    if selection is not None:
+        payload["selection"] = selection
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -191,8 +196,12 @@ def predict_batches(model, batches, device, dtype=None, channels_last: bool = Fa
 
 def train_variant(*, cache_dir: str | Path, pathologies, variant: dict, training: dict, model_out: str | Path,
                   history_out: str | Path, checkpoint_path: str | Path, threads: int = 1,
-                  on_epoch_end: Callable[[int, dict], None] | None = None, progress: bool = True) -> dict:
+                  on_epoch_end: Callable[[int, dict], None] | None = None, progress: bool = True,
+                  train_rows=None, val_rows=None) -> dict:
     """Train and write ``model_out`` (best-by-validation weights + metadata) and ``history_out``.
+
+    ``train_rows``/``val_rows``: optional row selections (DataFrames with ``split`` and ``cache_row``, see
+    ``CacheBatches``) replacing the train and val splits, e.g. one cross-validation fold (``xraypipe.cv``).
 
     Returns the final history row. ``on_epoch_end(epoch, row)`` is called after each checkpoint is saved.
     Under torchrun (``training.distributed``) every process calls this; rank 0 alone validates, calls
@@ -201,17 +210,84 @@ def train_variant(*, cache_dir: str | Path, pathologies, variant: dict, training
     dist = _Distributed(training)
     try:
         common = dict(cache_dir=cache_dir, pathologies=pathologies, training=training, threads=threads,
-                      progress=progress)
+                      progress=progress, train_rows=train_rows, val_rows=val_rows)
         train_targets = None
         if variant.get("encoding") == "u_selftrained":
             if dist.enabled:
                 raise ValueError("encoding 'u_selftrained' with training.distributed is not supported yet")
             train_targets = _self_training_targets(dist, variant, Path(checkpoint_path), common)
+        members = int(variant.get("ensemble_seeds", 1))
+        if members > 1:
+            if train_targets is not None or dist.enabled:
+                raise ValueError("ensemble_seeds > 1 is not supported with u_selftrained or training.distributed")
+            return _train_seed_ensemble(dist, members, variant=variant, model_out=model_out, history_out=history_out,
+                                        checkpoint_path=Path(checkpoint_path), on_epoch_end=on_epoch_end, **common)
         return _train(dist, variant=variant, model_out=model_out, history_out=history_out,
                       checkpoint_path=checkpoint_path, on_epoch_end=on_epoch_end, train_targets=train_targets,
                       **common)
     finally:
         dist.close()
+
+
+def _train_seed_ensemble(dist, members: int, *, variant, model_out, history_out, checkpoint_path: Path, on_epoch_end,
+                         **common) -> dict:
+    """``ensemble_seeds: N``: N independent runs (seeds seed, seed+1, ...; each a fresh model, its own resumable
+    checkpoint and best-by-validation epoch), saved as one model file whose predictions average the members'
+    probabilities. Finished members are kept beside the checkpoint until the ensemble is written, so a killed job
+    resumes at the member (and epoch) it was in."""
+    import shutil
+
+    import torch
+
+    seed = int(variant.get("seed", 0))
+    work = checkpoint_path.parent / "seed_members"
+    states, histories, metas = [], [], []
+    for i in range(members):
+        member = {**variant, "seed": seed + i, "ensemble_seeds": 1}
+        folder = work / f"seed{seed + i}"
+        member_model = folder / "model.pt"
+        key = _member_key(member, common)
+        saved = torch.load(member_model, map_location="cpu", weights_only=False) if member_model.exists() else None
+        if saved is None or saved.get("member_key") != key:
+            print(f"ensemble member {i + 1}/{members} (seed {seed + i})", flush=True)
+            _train(dist, variant=member, model_out=member_model, history_out=folder / "history.csv",
+                   checkpoint_path=folder / "last.pt", on_epoch_end=on_epoch_end, **common)
+            saved = torch.load(member_model, map_location="cpu", weights_only=False)
+            with atomic_path(member_model) as tmp:  # marks the member finished for exactly this run definition
+                torch.save({**saved, "member_key": key}, tmp)
+        states.extend(saved.get("ensemble_state_dicts") or [saved["state_dict"]])
+        metas.append(saved["metadata"])
+        histories.append(pd.read_csv(folder / "history.csv").assign(member_seed=seed + i))
+    metadata = {**metas[0], "variant": variant, "ensemble_seeds": [m["variant"]["seed"] for m in metas],
+                "member_best_val_mean_auroc": [m["best_val_mean_auroc"] for m in metas],
+                "member_best_epoch": [m["best_epoch"] for m in metas],
+                "fingerprint": run_fingerprint(variant, common["pathologies"], common["cache_dir"],
+                                               metas[0]["image_size"])}
+    history = pd.concat(histories, ignore_index=True)
+    with atomic_path(model_out) as tmp:
+        torch.save({"state_dict": states[0], "ensemble_state_dicts": states, "metadata": metadata}, tmp)
+    # the ensemble's own validation AUROC (what the predictions will be), for the log and the metadata
+    model, ensemble_meta = load_trained_model(model_out)
+    batches = CacheBatches(common["cache_dir"], common.get("val_rows") if common.get("val_rows") is not None else "val",
+                           common["pathologies"], batch_size=128, normalization=ensemble_meta.get("normalization"))
+    probs, y_val, m_val = predict_batches(model, batches, torch.device("cpu"))
+    metadata["best_val_mean_auroc"] = mean_auroc(y_val, m_val, probs)
+    with atomic_path(model_out) as tmp:
+        torch.save({"state_dict": states[0], "ensemble_state_dicts": states, "metadata": metadata}, tmp)
+    write_csv(history_out, history)
+    print(f"ensemble of {members} seeds: val_mean_auroc {metadata['best_val_mean_auroc']:.4f} "
+          f"(members {', '.join(f'{v:.4f}' for v in metadata['member_best_val_mean_auroc'])})", flush=True)
+    shutil.rmtree(work, ignore_errors=True)
+    return {**history.iloc[-1].to_dict(), "val_mean_auroc": metadata["best_val_mean_auroc"]}
+
+
+def _member_key(member: dict, common: dict) -> str:
+    """What defines one finished ensemble member: its variant, the cache index and any row selection."""
+    rows = [common.get(k) for k in ("train_rows", "val_rows")]
+    payload = {"variant": member, "pathologies": list(common["pathologies"]),
+               "index": file_digest(Path(common["cache_dir"]) / "index.csv"),
+               "rows": [None if r is None else r[["split", "cache_row"]].to_csv(index=False) for r in rows]}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 def _self_training_targets(dist, variant: dict, checkpoint_path: Path, common: dict):
@@ -228,8 +304,10 @@ def _self_training_targets(dist, variant: dict, checkpoint_path: Path, common: d
                history_out=first / "history.csv", checkpoint_path=first / "last.pt", on_epoch_end=None,
                train_targets=None, **common)
     device = select_device(common["training"].get("device", "auto"))
-    model, _ = load_trained_model(model_path, device)
-    batches = CacheBatches(common["cache_dir"], "train", common["pathologies"], batch_size=128)
+    model, round1_meta = load_trained_model(model_path, device)
+    train_split = common["train_rows"] if common.get("train_rows") is not None else "train"
+    batches = CacheBatches(common["cache_dir"], train_split, common["pathologies"], batch_size=128,
+                           normalization=round1_meta.get("normalization"))
     probs, _, _ = predict_batches(model, batches, device)
     labels = batches.index[list(common["pathologies"])].to_numpy(dtype=np.float32)
     targets, mask = encode_uncertain_labels(labels, "u_selftrained", variant.get("blank", "masked"))
@@ -239,7 +317,7 @@ def _self_training_targets(dist, variant: dict, checkpoint_path: Path, common: d
 
 
 def _train(dist: _Distributed, *, cache_dir, pathologies, variant, training, model_out, history_out, checkpoint_path,
-           threads, on_epoch_end, progress, train_targets=None) -> dict:
+           threads, on_epoch_end, progress, train_targets=None, train_rows=None, val_rows=None) -> dict:
     import torch
     from tqdm.auto import tqdm
 
@@ -263,13 +341,20 @@ def _train(dist: _Distributed, *, cache_dir, pathologies, variant, training, mod
                          "trainable parameters); use regime: full or turn distributed off")
     encoding = variant.get("encoding", "u_ignore")
     classes_per_label = ENCODINGS.get(encoding).classes_per_label
-    train_batches = CacheBatches(cache_dir, "train", pathologies, batch_size=variant["batch_size"], shuffle=True,
+    train_split = train_rows if train_rows is not None else "train"
+    val_split = val_rows if val_rows is not None else "val"
+    # input standardisation (variants.<v>.normalization); per_pixel reads the statistics beside the cache
+    normalization = Normalization.for_variant(variant.get("normalization", "fixed"),
+                                              Path(cache_dir) / PIXEL_STATS_NAME)
+    train_batches = CacheBatches(cache_dir, train_split, pathologies, batch_size=variant["batch_size"], shuffle=True,
                                  augment=variant.get("augment", True), seed=seed, pin_memory=pin, rank=dist.rank,
                                  world_size=dist.world_size, encoding=encoding,
                                  blank=variant.get("blank", "masked"), oversample=variant.get("oversample", False),
-                                 targets_override=train_targets)
-    val_batches = CacheBatches(cache_dir, "val", pathologies, batch_size=max(64, variant["batch_size"]),
-                               pin_memory=pin)
+                                 targets_override=train_targets, augment_args=variant.get("augment_args"),
+                                 normalization=normalization, reuse_buffer=True)
+    # reuse_buffer: the loops below consume each batch before drawing the next (see CacheBatches)
+    val_batches = CacheBatches(cache_dir, val_split, pathologies, batch_size=max(64, variant["batch_size"]),
+                               pin_memory=pin, normalization=normalization, reuse_buffer=True)
     if len(train_batches.index) == 0 or len(val_batches.index) == 0:
         raise ValueError(f"{cache_dir}: empty train or val split")
     image_size = int(train_batches.images.shape[-1])
@@ -277,7 +362,10 @@ def _train(dist: _Distributed, *, cache_dir, pathologies, variant, training, mod
     torch.manual_seed(seed)
     model = build_model(variant["model"], num_classes=len(pathologies) * classes_per_label, in_channels=1,
                         weights=variant.get("weights"),
-                        **variant.get("model_args", {})).to(device)
+                        **variant.get("model_args", {}))
+    if apply_init(model, variant.get("init", "default"), variant.get("weights")) is False:
+        print(f"init {variant['init']} ignored: the model starts from weights {variant['weights']!r}", flush=True)
+    model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     net = model  # what the training steps call: the DDP wrapper when distributed (it averages the gradients)
@@ -301,7 +389,11 @@ def _train(dist: _Distributed, *, cache_dir, pathologies, variant, training, mod
                          neg_counts=((1 - train_batches.targets.numpy()) * known).sum(axis=0),
                          **variant.get("loss_args", {}))
 
-    fingerprint = run_fingerprint(variant, pathologies, cache_dir, image_size)
+    selection = None
+    if train_rows is not None or val_rows is not None:
+        selection = {name: hashlib.sha256(batches.index[["split", "cache_row"]].to_csv(index=False).encode()).hexdigest()
+                     for name, batches in (("train", train_batches), ("val", val_batches))}
+    fingerprint = run_fingerprint(variant, pathologies, cache_dir, image_size, selection=selection)
     checkpoint_path = Path(checkpoint_path)
     state = {"epoch": 0, "history": [], "best_metric": -np.inf, "best_state": None, "best_epoch": 0, "top": []}
     top_k = int(variant.get("ensemble_top_k", 1))
@@ -400,7 +492,7 @@ def _train(dist: _Distributed, *, cache_dir, pathologies, variant, training, mod
     metadata = {
         "format": FORMAT_VERSION, "model": variant["model"], "model_args": variant.get("model_args", {}),
         "pathologies": pathologies, "in_channels": 1, "image_size": image_size,
-        "normalization": {"mean": GRAY_MEAN, "std": GRAY_STD}, "variant": variant,
+        "normalization": normalization.to_meta(), "variant": variant,
         "best_epoch": state["best_epoch"], "best_val_mean_auroc": state["best_metric"], "fingerprint": fingerprint,
         "ensemble_epochs": [t["epoch"] for t in state["top"]] if top_k > 1 else [],
         "classes_per_label": classes_per_label,
@@ -569,7 +661,8 @@ def predict_split(*, model_path, cache_dir, split: str, out_csv, threads: int = 
     device = select_device(device_preference)
     model, meta = load_trained_model(model_path, device)
     pathologies = meta["pathologies"]
-    batches = CacheBatches(cache_dir, split, pathologies, batch_size=128, pin_memory=device.type == "cuda")
+    batches = CacheBatches(cache_dir, split, pathologies, batch_size=128, pin_memory=device.type == "cuda",
+                           normalization=meta.get("normalization"))
     if int(batches.images.shape[-1]) != meta["image_size"]:
         raise ValueError(f"{cache_dir}: cache image size {batches.images.shape[-1]} != model's {meta['image_size']}")
     probs, _, _ = predict_batches(model, batches, device) if len(batches.index) else (np.zeros((0, len(pathologies))),) * 3

@@ -1,0 +1,24 @@
+"""Stage pixel_stats: per-pixel mean and std images of the cached training split (normalization: per_pixel)."""
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run without installing the package
+from xraypipe import cli, standardize
+
+
+def main():
+    p = cli.parser(__doc__)
+    p.add_argument("--cache-dir", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--chunk-rows", type=int, default=256, help="images per streamed chunk (bounds the memory)")
+    args = p.parse_args()
+    cli.resolve_config(args)  # validated like every stage (the statistics depend on no config key)
+    stats = standardize.write_pixel_stats(args.cache_dir, args.out, chunk_rows=args.chunk_rows)
+    print(f"per-pixel statistics of {int(stats['count'])} training images -> {args.out} "
+          f"(mean {float(stats['mean'].mean()):.4f}, median std {float(np.median(stats['std'])):.4f})")
+
+
+if __name__ == "__main__":
+    cli.run(main)

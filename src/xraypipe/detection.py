@@ -1,0 +1,484 @@
+"""A supervised localizer next to the weakly supervised Grad-CAM boxes: torchvision Mask R-CNN / Faster R-CNN
+trained on the NIH ground-truth boxes (seed 004's detection variant).
+
+- Model: ``torchvision.models.detection.MaskRCNN`` (default) or ``FasterRCNN`` on a ResNet + FPN backbone
+  (``BackboneWithFPN``), one class per boxed finding + background. Sized for CPU training on the cache's small
+  images: ``min_size = max_size = `` the cache size (no resizing), anchors scaled to the image size, a narrow
+  FPN (``fpn_channels``), short proposal lists and small ROI samples. NIH has boxes but no outlines, so the
+  masks are box-shaped (as seed 004 did). Gray cache images are replicated to 3 channels.
+- Weights: ``null`` (default, random init, BatchNorm trained); ``backbone_weights`` = a torchvision ResNet
+  weights name (``IMAGENET1K_V1``) or a local ``.pt``; ``weights`` = a whole-detector state dict (local ``.pt``
+  or a torchvision detection weights name such as ``COCO_V1`` for the resnet50 detectors); layers whose shapes
+  differ (the class heads) keep their fresh initialisation. Offline, names fail with
+  ``xraypipe.models.load_weights``'s instructions.
+- The box split (``box_split``): the detector trains on the boxed images of the train/val splits and every
+  localizer is scored on the boxed test images. When the training splits hold fewer than
+  ``box_split.min_train_images`` boxed images (the real NIH release: all 880 boxed images are in the official
+  test list), the boxed *test patients* are split patient-wise (seeded) into detector-training and scoring
+  parts, and the Grad-CAM boxes are scored on the same scoring part.
+- Inference (``detect``): up to ``max_per_finding`` boxes per finding with score >= ``score_threshold``, kept only
+  for the findings the classifier predicts positive at its validation-chosen thresholds (thresholds.json);
+  scored with ``xraypipe.localization``'s ``score_boxes`` / ``false_positives`` / ``summarise``, both
+  conditioned and unconditioned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+DETECTORS = ("maskrcnn", "fasterrcnn")
+BACKBONES = {"resnet18": [64, 128, 256, 512], "resnet34": [64, 128, 256, 512],
+             "resnet50": [256, 512, 1024, 2048], "resnet101": [256, 512, 1024, 2048]}
+IMAGE_MEAN = [0.485, 0.456, 0.406]  # ImageNet statistics (gray replicated to 3 channels)
+IMAGE_STD = [0.229, 0.224, 0.225]
+ROLES = ("detector_train", "scoring", "not_scored")
+DETECTOR_DEFAULTS = {"architecture": "maskrcnn", "backbone": "resnet18", "weights": None, "backbone_weights": None,
+                     "fpn_channels": 64, "epochs": 6, "batch_size": 8, "lr": 0.01, "weight_decay": 0.0001,
+                     "seed": 0, "score_threshold": 0.05, "max_per_finding": 3}
+SPLIT_DEFAULTS = {"min_train_images": 50, "train_fraction": 0.5, "seed": 0}
+
+
+# ------------------------------------------------------------------------------------------------ the model
+def build_detector(findings, image_size: int, *, architecture: str = "maskrcnn", backbone: str = "resnet18",
+                   fpn_channels: int = 64, weights: str | None = None, backbone_weights: str | None = None,
+                   frozen_bn: bool | None = None):
+    """A torchvision Mask R-CNN / Faster R-CNN with ``len(findings) + 1`` classes (0 = background).
+
+    ``frozen_bn``: FrozenBatchNorm2d in the backbone (default: when pretrained weights are given, torchvision's
+    convention), else trained BatchNorm2d (from scratch)."""
+    import torch.nn as nn
+    import torchvision
+    from torchvision.models.detection import FasterRCNN, MaskRCNN
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.backbone_utils import BackboneWithFPN
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+    from torchvision.ops import FrozenBatchNorm2d
+
+    from xraypipe.models import load_weights
+
+    if architecture not in DETECTORS:
+        raise ValueError(f"unknown detector {architecture!r}; choose one of {', '.join(DETECTORS)}")
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown detector backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
+    num_classes = len(findings) + 1
+    if frozen_bn is None:
+        frozen_bn = bool(weights or backbone_weights)
+    resnet = getattr(torchvision.models, backbone)(weights=None, norm_layer=FrozenBatchNorm2d if frozen_bn
+                                                   else nn.BatchNorm2d)
+    if backbone_weights:
+        state = load_weights(backbone_weights, backbone)
+        missing, unexpected = resnet.load_state_dict(state, strict=False)
+        if [k for k in missing if not k.startswith("fc.")] or [k for k in unexpected if not k.startswith("fc.")]:
+            raise ValueError(f"backbone_weights {backbone_weights!r} do not fit a {backbone}: missing "
+                             f"{missing[:3]}, unexpected {unexpected[:3]}")
+    body = BackboneWithFPN(resnet, {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}, BACKBONES[backbone],
+                           fpn_channels)
+    base = image_size / 8.0  # anchors from 1/16 to the whole image, one size per FPN level
+    anchors = AnchorGenerator(sizes=tuple((base * k,) for k in (0.5, 1, 2, 4, 8)),
+                              aspect_ratios=((0.5, 1.0, 2.0),) * 5)
+    representation = max(256, 4 * fpn_channels)
+    common = dict(min_size=image_size, max_size=image_size, image_mean=IMAGE_MEAN, image_std=IMAGE_STD,
+                  rpn_anchor_generator=anchors, num_classes=None,
+                  box_head=TwoMLPHead(fpn_channels * 7 * 7, representation),
+                  box_predictor=FastRCNNPredictor(representation, num_classes),
+                  rpn_pre_nms_top_n_train=300, rpn_post_nms_top_n_train=150, rpn_pre_nms_top_n_test=150,
+                  rpn_post_nms_top_n_test=75, rpn_batch_size_per_image=64, box_batch_size_per_image=64,
+                  box_score_thresh=0.0, box_detections_per_img=100)
+    if architecture == "maskrcnn":
+        model = MaskRCNN(body, mask_head=MaskRCNNHeads(fpn_channels, (fpn_channels,) * 2, 1),
+                         mask_predictor=MaskRCNNPredictor(fpn_channels, fpn_channels, num_classes), **common)
+    else:
+        model = FasterRCNN(body, **common)
+    if weights:
+        state = load_weights(weights, f"{architecture}_{backbone}_fpn")
+        own = model.state_dict()
+        fitting = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+        if len(fitting) < len(own) // 2:
+            raise ValueError(f"detector weights {weights!r}: only {len(fitting)} of {len(own)} tensors fit a "
+                             f"{architecture} on {backbone} with fpn_channels {fpn_channels}")
+        model.load_state_dict(fitting, strict=False)
+    return model
+
+
+def boxes_to_masks(boxes_xywh, size: int) -> np.ndarray:
+    """Box-shaped binary masks (N x size x size uint8): the pixels whose centre lies inside the box, and at
+    least the pixel holding the box centre (so a sub-pixel box still has a mask)."""
+    boxes = np.asarray(boxes_xywh, dtype=float).reshape(-1, 4)
+    masks = np.zeros((len(boxes), size, size), dtype=np.uint8)
+    centres = np.arange(size) + 0.5
+    for k, (x, y, w, h) in enumerate(boxes):
+        cols = (centres >= x) & (centres <= x + w)
+        rows = (centres >= y) & (centres <= y + h)
+        masks[k] = rows[:, None] & cols[None, :]
+        if not masks[k].any():
+            masks[k, min(size - 1, int(y + h / 2)), min(size - 1, int(x + w / 2))] = 1
+    return masks
+
+
+def _xyxy(boxes_xywh, size: int) -> np.ndarray:
+    """xywh -> xyxy clipped to the image, at least one pixel wide/high (torchvision rejects empty boxes)."""
+    b = np.asarray(boxes_xywh, dtype=np.float32).reshape(-1, 4)
+    x0, y0 = np.clip(b[:, 0], 0, size - 1), np.clip(b[:, 1], 0, size - 1)
+    x1 = np.clip(np.maximum(b[:, 0] + b[:, 2], x0 + 1), 0, size)
+    y1 = np.clip(np.maximum(b[:, 1] + b[:, 3], y0 + 1), 0, size)
+    return np.stack([x0, y0, x1, y1], axis=1)
+
+
+def targets_for(boxes: pd.DataFrame, findings, size: int, with_masks: bool) -> dict:
+    """torchvision's target dict for one image's boxes (x, y, w, h in the cache frame; finding)."""
+    import torch
+
+    target = {"boxes": torch.from_numpy(_xyxy(boxes[["x", "y", "w", "h"]].to_numpy(float), size)),
+              "labels": torch.tensor([list(findings).index(f) + 1 for f in boxes["finding"]], dtype=torch.int64)}
+    if with_masks:
+        target["masks"] = torch.from_numpy(boxes_to_masks(boxes[["x", "y", "w", "h"]].to_numpy(float), size))
+    return target
+
+
+def to_input(image):
+    """One S x S uint8 cache image -> a 3 x S x S float tensor in [0, 1] (gray replicated)."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(image)).float().div_(255.0).unsqueeze(0).expand(3, -1, -1)
+
+
+# ------------------------------------------------------------------------------------------------ box split
+def box_split(truth: pd.DataFrame, index: pd.DataFrame, *, min_train_images: int = 50, train_fraction: float = 0.5,
+              seed: int = 0, max_images: int | None = None) -> tuple[pd.DataFrame, dict]:
+    """Assign every ground-truth box (``boxes_in_cache_frame`` rows) a ``role``: detector_train, scoring or
+    not_scored (scoring images beyond ``max_images``, in cache order). Patient-wise throughout.
+
+    The train/val splits' boxed images train the detector and the test split's are scored, unless the train/val
+    splits hold fewer than ``min_train_images`` boxed images: then the boxed test patients are shuffled (``seed``)
+    and the first ``train_fraction`` of them (at least one, and at least one left for scoring when there are two)
+    join the detector's training boxes. Returns (boxes with ``patient_id`` and ``role``, counts).
+    """
+    cols = ["image_id", "finding", "x", "y", "w", "h", "split", "cache_row"]
+    missing = [c for c in cols if c not in truth.columns]
+    if missing:
+        raise ValueError(f"box_split: the boxes lack column(s) {missing}")
+    boxes = truth[cols].merge(index[["image_id", "patient_id"]].astype({"patient_id": str}), on="image_id",
+                              how="left")
+    if boxes["patient_id"].isna().any():
+        raise ValueError(f"box_split: image {boxes.loc[boxes['patient_id'].isna(), 'image_id'].iloc[0]!r} has a box "
+                         "but no row in the cache index")
+    boxes = boxes.sort_values(["split", "cache_row", "finding", "x", "y"], kind="stable").reset_index(drop=True)
+    in_training_splits = boxes["split"] != "test"
+    n_train_images = boxes.loc[in_training_splits, "image_id"].nunique()
+    role = np.where(in_training_splits, "detector_train", "scoring").astype(object)
+    fallback = n_train_images < int(min_train_images)
+    moved: list[str] = []
+    if fallback:
+        patients = sorted(boxes.loc[~in_training_splits, "patient_id"].unique())
+        if patients:
+            order = np.random.default_rng(int(seed)).permutation(len(patients))
+            k = int(round(float(train_fraction) * len(patients)))
+            k = min(max(k, 1), len(patients) - 1) if len(patients) > 1 else 0
+            moved = [patients[i] for i in order[:k]]
+            role[(~in_training_splits & boxes["patient_id"].isin(moved)).to_numpy()] = "detector_train"
+    boxes["role"] = role
+    if max_images is not None:
+        scoring = boxes[boxes["role"] == "scoring"]
+        kept = scoring.sort_values("cache_row", kind="stable")["cache_row"].drop_duplicates().tolist()[: int(max_images)]
+        boxes.loc[(boxes["role"] == "scoring") & ~boxes["cache_row"].isin(kept), "role"] = "not_scored"
+    counts = {"source": (f"test-split patients (train/val splits had only {n_train_images} boxed images < "
+                         f"min_train_images {int(min_train_images)})") if fallback else "train/val splits",
+              "fallback": bool(fallback), "moved_test_patients": len(moved)}
+    for name in ROLES:
+        part = boxes[boxes["role"] == name]
+        counts[name] = {"boxes": int(len(part)), "images": int(part["image_id"].nunique()),
+                        "patients": int(part["patient_id"].nunique()),
+                        "per_finding": {f: {"boxes": int(len(g)), "images": int(g["image_id"].nunique()),
+                                            "patients": int(g["patient_id"].nunique())}
+                                        for f, g in part.groupby("finding")}}
+    counts["detector_train"]["signature"] = split_signature(boxes[boxes["role"] == "detector_train"])
+    return boxes, counts
+
+
+def split_signature(boxes: pd.DataFrame) -> str:
+    """A short hash of the sorted (image, finding) pairs of a box set (detect checks the model was trained on the
+    split it recomputes)."""
+    keys = sorted(f"{a}|{b}" for a, b in zip(boxes["image_id"], boxes["finding"]))
+    return hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
+
+
+def _split_kwargs(cfg: dict) -> dict:
+    split = {**SPLIT_DEFAULTS, **(cfg.get("box_split") or {})}
+    return {"min_train_images": int(split["min_train_images"]), "train_fraction": float(split["train_fraction"]),
+            "seed": int(split["seed"])}
+
+
+def load_boxes(boxes_csv, index: pd.DataFrame, image_size: int, resize: str, findings) -> pd.DataFrame:
+    """The dataset's ground-truth boxes in the cache frame (empty when the dataset has no box file)."""
+    from xraypipe.datasets.nih import read_nih_boxes
+    from xraypipe.localization import boxes_in_cache_frame
+
+    empty = pd.DataFrame(columns=["image_id", "finding", "x", "y", "w", "h", "split", "cache_row"])
+    boxes_csv = Path(boxes_csv) if boxes_csv else None
+    if boxes_csv is None or not boxes_csv.exists():
+        return empty
+    raw = read_nih_boxes(boxes_csv)
+    truth = boxes_in_cache_frame(raw[raw["finding"].isin(findings)], index, image_size, resize)
+    return truth if len(truth) else empty
+
+
+def scoring_split(boxes_csv, index: pd.DataFrame, image_size: int, resize: str, findings, cfg: dict,
+                  cap: bool = True):
+    """(all boxes with roles, counts) for the localization config ``cfg`` (evaluation.localization): the split the
+    localize, train_detector and detect stages share. ``cap``: apply ``cfg['max_images']`` to the scoring images
+    (train_detector does not: the cap changes only what is scored)."""
+    truth = load_boxes(boxes_csv, index, image_size, resize, findings)
+    return box_split(truth, index, max_images=int(cfg.get("max_images", 200)) if cap else None, **_split_kwargs(cfg))
+
+
+def boxed_findings(index: pd.DataFrame) -> list[str]:
+    from xraypipe.datasets.nih import BOXED_FINDINGS
+
+    return [f for f in BOXED_FINDINGS if f in index.columns]
+
+
+# ------------------------------------------------------------------------------------------------ training
+def _images(cache_dir, rows: pd.DataFrame) -> np.ndarray:
+    """The cache images of (split, cache_row) pairs, in the given order."""
+    from xraypipe.preprocess import load_cache_split
+
+    out = None
+    for split, group in rows.groupby("split", sort=False):
+        array = load_cache_split(cache_dir, split)
+        if out is None:
+            out = np.zeros((len(rows),) + array.shape[1:], dtype=np.uint8)
+        positions = np.flatnonzero((rows["split"] == split).to_numpy())
+        out[positions] = array[group["cache_row"].to_numpy(int)]
+    return out if out is not None else np.zeros((0, 1, 1), np.uint8)
+
+
+def train_detector(*, cache_dir, boxes_csv, resize: str, cfg: dict, out_model, out_history, threads: int = 1,
+                   device_preference: str = "auto") -> dict:
+    """The train_detector stage: train on the ``detector_train`` boxes of ``box_split`` and save the model."""
+    import torch
+
+    from xraypipe.atomic import atomic_path, write_csv
+    from xraypipe.preprocess import load_cache_index, load_cache_split
+    from xraypipe.train import select_device
+
+    torch.set_num_threads(max(1, threads))
+    dcfg = {**DETECTOR_DEFAULTS, **(cfg.get("detector") or {})}
+    index = load_cache_index(cache_dir)
+    findings = boxed_findings(index)
+    image_size = int(load_cache_split(cache_dir, "test").shape[-1])
+    boxes, counts = scoring_split(boxes_csv, index, image_size, resize, findings, cfg, cap=False)
+    train = boxes[boxes["role"] == "detector_train"]
+    images_table = train[["split", "cache_row", "image_id"]].drop_duplicates().reset_index(drop=True)
+    device = select_device(device_preference)
+    torch.manual_seed(int(dcfg["seed"]))
+    rng = np.random.default_rng(int(dcfg["seed"]))
+    arch = dcfg["architecture"]
+    model = build_detector(findings, image_size, architecture=arch, backbone=dcfg["backbone"],
+                           fpn_channels=int(dcfg["fpn_channels"]), weights=dcfg["weights"],
+                           backbone_weights=dcfg["backbone_weights"]).to(device)
+    images = _images(cache_dir, images_table)
+    per_image = {k: g for k, g in train.groupby("image_id")}
+    targets = [targets_for(per_image[i], findings, image_size, arch == "maskrcnn") for i in images_table["image_id"]]
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=float(dcfg["lr"]), momentum=0.9, weight_decay=float(dcfg["weight_decay"]))
+    batch = max(1, int(dcfg["batch_size"]))
+    steps_per_epoch = math.ceil(len(images_table) / batch)
+    total = max(1, steps_per_epoch * int(dcfg["epochs"]))
+    warmup = min(50, max(1, total // 10))
+    # linear warm-up, then cosine decay to 0
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: (s + 1) / warmup if s < warmup else
+                                                 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total - warmup))))
+    history = []
+    started = time.perf_counter()
+    model.train()
+    for epoch in range(1, int(dcfg["epochs"]) + 1 if len(images_table) else 1):
+        order = rng.permutation(len(images_table))
+        sums: dict[str, float] = {}
+        epoch_start = time.perf_counter()
+        for start in range(0, len(order), batch):
+            chosen = order[start:start + batch]
+            inputs = [to_input(images[i]).to(device) for i in chosen]
+            batch_targets = [{k: v.to(device) for k, v in targets[i].items()} for i in chosen]
+            losses = model(inputs, batch_targets)
+            loss = sum(losses.values())
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"detector training diverged at epoch {epoch} (loss {loss.item()}); "
+                                         "lower evaluation.localization.detector.lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 10.0)
+            optimizer.step()
+            schedule.step()
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(chosen)
+        if len(images_table):
+            history.append({"epoch": epoch, "loss": sum(sums.values()) / len(images_table),
+                            **{k: v / len(images_table) for k, v in sums.items()},
+                            "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - epoch_start})
+            print(f"epoch {epoch}: loss {history[-1]['loss']:.4f} ({history[-1]['seconds']:.1f} s)", flush=True)
+    seconds = time.perf_counter() - started
+    metadata = {"findings": findings, "image_size": image_size, "resize": resize, "trained": bool(len(images_table)),
+                "architecture": arch, "backbone": dcfg["backbone"], "fpn_channels": int(dcfg["fpn_channels"]),
+                "weights": dcfg["weights"], "backbone_weights": dcfg["backbone_weights"],
+                "frozen_bn": bool(dcfg["weights"] or dcfg["backbone_weights"]),
+                "epochs": int(dcfg["epochs"]) if len(images_table) else 0, "seed": int(dcfg["seed"]),
+                "train_seconds": round(seconds, 2), "threads": int(threads), "device": str(device),
+                "box_split": counts}
+    model.to("cpu")
+    with atomic_path(out_model) as tmp:
+        torch.save({"state_dict": model.state_dict(), "metadata": metadata}, tmp)
+    write_csv(out_history, pd.DataFrame(history, columns=None if history else ["epoch", "loss", "lr", "seconds"]))
+    return {k: metadata[k] for k in ("findings", "trained", "architecture", "backbone", "epochs", "train_seconds")} | {
+        "detector_train": {k: counts["detector_train"][k] for k in ("boxes", "images", "patients")},
+        "source": counts["source"]}
+
+
+def load_detector(path):
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: trained detector not found (run the train_detector rule first)")
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    meta = saved["metadata"]
+    # the state dict holds any pretrained values: rebuild without fetching weights, with the same BatchNorm kind
+    model = build_detector(meta["findings"], meta["image_size"], architecture=meta["architecture"],
+                           backbone=meta["backbone"], fpn_channels=meta["fpn_channels"],
+                           frozen_bn=bool(meta["frozen_bn"]))
+    model.load_state_dict(saved["state_dict"])
+    return model.eval(), meta
+
+
+# ------------------------------------------------------------------------------------------------ inference
+def predict_boxes(model, images: np.ndarray, findings, *, score_threshold: float = 0.05, max_per_finding: int = 3,
+                  batch_size: int = 16, device=None) -> pd.DataFrame:
+    """Detected boxes per image and finding: position (row in ``images``), finding, rank, x, y, w, h, score."""
+    import torch
+
+    dev = device or next(model.parameters()).device
+    rows = []
+    model.eval()
+    # drop low scores inside torchvision (before the per-detection mask pasting, the slow part on CPU)
+    model.roi_heads.score_thresh = float(score_threshold)
+    model.roi_heads.detections_per_img = max(100, int(max_per_finding) * len(findings))
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            outputs = model([to_input(im).to(dev) for im in images[start:start + batch_size]])
+            for offset, out in enumerate(outputs):
+                boxes = out["boxes"].cpu().numpy()
+                labels, scores = out["labels"].cpu().numpy(), out["scores"].cpu().numpy()
+                for label in np.unique(labels):
+                    keep = np.flatnonzero((labels == label) & (scores >= score_threshold))
+                    keep = keep[np.argsort(-scores[keep], kind="stable")][:max_per_finding]
+                    for rank, k in enumerate(keep):
+                        x0, y0, x1, y1 = (float(v) for v in boxes[k])
+                        rows.append({"position": start + offset, "finding": findings[int(label) - 1], "rank": rank,
+                                     "x": x0, "y": y0, "w": x1 - x0, "h": y1 - y0, "score": float(scores[k])})
+    return pd.DataFrame(rows, columns=["position", "finding", "rank", "x", "y", "w", "h", "score"])
+
+
+def classifier_positive(predictions: pd.DataFrame, thresholds: dict, findings) -> pd.DataFrame:
+    """Long table image_id, finding, probability, threshold, positive (probability >= threshold) for ``findings``."""
+    parts = []
+    for f in findings:
+        if f"prob_{f}" not in predictions.columns:
+            raise ValueError(f"predictions lack column prob_{f} (the classifier was not trained on {f})")
+        if f not in thresholds:
+            raise ValueError(f"thresholds.json has no threshold for {f}")
+        prob = predictions[f"prob_{f}"].astype(float)
+        parts.append(pd.DataFrame({"image_id": predictions["image_id"].astype(str), "finding": f,
+                                   "probability": prob, "threshold": float(thresholds[f]),
+                                   "positive": prob >= float(thresholds[f])}))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+        columns=["image_id", "finding", "probability", "threshold", "positive"])
+
+
+def condition_on_classifier(detected: pd.DataFrame, positives: pd.DataFrame) -> pd.DataFrame:
+    """Add ``classifier_positive`` to the detected boxes (False where the classifier has no prediction)."""
+    merged = detected.merge(positives[["image_id", "finding", "positive"]], on=["image_id", "finding"], how="left")
+    return merged.assign(classifier_positive=merged.pop("positive").fillna(False).astype(bool))
+
+
+def detect(*, detector_path, cache_dir, boxes_csv, predictions_csv, thresholds_json, resize: str, cfg: dict,
+           out_dir, threads: int = 1, device_preference: str = "auto") -> dict:
+    """The detect stage for one dataset x classifier variant: detector boxes on the scoring images, conditioned on
+    the classifier's positive findings, scored exactly like the Grad-CAM boxes.
+
+    Writes into ``out_dir``: detected.csv (every detector box with ``classifier_positive``), scored.csv (per
+    ground-truth box and localizer), summary.csv (Wang et al.'s layout, a ``localizer`` column: ``<detector>``
+    conditioned, ``<detector>/unconditioned``), box_split.csv (every box's role) and info.json (counts).
+    """
+    import torch
+
+    from xraypipe.atomic import write_csv, write_json
+    from xraypipe.localization import IOBB_THRESHOLDS, false_positives, score_boxes, summarise
+    from xraypipe.preprocess import load_cache_index, load_cache_split
+    from xraypipe.train import select_device
+
+    torch.set_num_threads(max(1, threads))
+    dcfg = {**DETECTOR_DEFAULTS, **(cfg.get("detector") or {})}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model, meta = load_detector(detector_path)
+    findings = list(meta["findings"])
+    thresholds = tuple(cfg.get("iobb_thresholds", IOBB_THRESHOLDS))
+    index = load_cache_index(cache_dir)
+    boxes, counts = scoring_split(boxes_csv, index, meta["image_size"], resize, findings, cfg)
+    trained_on = meta["box_split"]["detector_train"]["signature"]
+    if trained_on != counts["detector_train"]["signature"]:
+        raise ValueError(f"{detector_path}: trained on a different box split than the current configuration gives "
+                         "(re-run train_detector)")
+    truth = boxes[boxes["role"] == "scoring"].sort_values(["cache_row", "finding"]).reset_index(drop=True)
+    images = truth[["image_id", "cache_row"]].drop_duplicates().reset_index(drop=True)
+    device = select_device(device_preference)
+    model.to(device)
+    cached = load_cache_split(cache_dir, "test")
+    raw = predict_boxes(model, cached[images["cache_row"].to_numpy(int)] if len(images) else np.zeros((0, 1, 1), np.uint8),
+                        findings, score_threshold=float(dcfg["score_threshold"]),
+                        max_per_finding=int(dcfg["max_per_finding"]), device=device) if meta["trained"] else \
+        pd.DataFrame(columns=["position", "finding", "rank", "x", "y", "w", "h", "score"])
+    detected = raw.assign(image_id=images["image_id"].to_numpy()[raw["position"].to_numpy(int)],
+                          cache_row=images["cache_row"].to_numpy()[raw["position"].to_numpy(int)]).drop(columns="position")
+    predictions = pd.read_csv(predictions_csv, dtype={"image_id": str, "patient_id": str})
+    missing = sorted(set(images["image_id"]) - set(predictions["image_id"]))
+    if missing:
+        raise ValueError(f"{predictions_csv}: no prediction for scoring image {missing[0]!r}")
+    threshold_file = json.loads(Path(thresholds_json).read_text())
+    positives = classifier_positive(predictions[predictions["image_id"].isin(images["image_id"])],
+                                    threshold_file.get("thresholds", {}), findings)
+    detected = condition_on_classifier(detected, positives)[["image_id", "cache_row", "finding", "rank", "x", "y", "w",
+                                                             "h", "score", "classifier_positive"]]
+    name = meta["architecture"]
+    scored_parts, summaries = [], []
+    for localizer, subset in ((name, detected[detected["classifier_positive"]]), (f"{name}/unconditioned", detected)):
+        scored = score_boxes(truth[["image_id", "finding", "x", "y", "w", "h", "cache_row", "patient_id"]], subset,
+                             thresholds)
+        summary = summarise(scored, false_positives(truth, subset, thresholds), findings, thresholds)
+        scored_parts.append(scored.assign(localizer=localizer))
+        summaries.append(summary.assign(localizer=localizer))
+    write_csv(out_dir / "detected.csv", detected)
+    write_csv(out_dir / "scored.csv", pd.concat(scored_parts, ignore_index=True))
+    summary = pd.concat(summaries, ignore_index=True)
+    write_csv(out_dir / "summary.csv", summary[["localizer"] + [c for c in summary.columns if c != "localizer"]])
+    write_csv(out_dir / "box_split.csv", boxes)
+    gt_pairs = truth[["image_id", "finding"]].drop_duplicates()
+    positive_pairs = gt_pairs.merge(positives, on=["image_id", "finding"])["positive"]
+    info = {"detector": name, "backbone": meta["backbone"], "trained": meta["trained"],
+            "train_seconds": meta["train_seconds"], "findings": findings, "image_size": meta["image_size"],
+            "score_threshold": float(dcfg["score_threshold"]), "max_per_finding": int(dcfg["max_per_finding"]),
+            "n_images": int(len(images)), "n_boxes": int(len(truth)),
+            "n_detected_unconditioned": int(len(detected)),
+            "n_detected_conditioned": int(detected["classifier_positive"].sum()),
+            "n_ground_truth_pairs": int(len(gt_pairs)),
+            "n_ground_truth_pairs_predicted_positive": int(positive_pairs.sum()),
+            "box_split": counts}
+    write_json(out_dir / "info.json", info)
+    return {k: v for k, v in info.items() if k != "box_split"}
