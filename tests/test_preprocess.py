@@ -157,3 +157,22 @@ def test_unknown_resize_mode_is_a_value_error_not_a_decode_error(shared_data):
     with pytest.raises(ValueError, match="unknown resize mode 'squash'") as info:
         load_image(shared_data / "nih" / "images" / "00000001_000.png", 64, "squash")
     assert not isinstance(info.value, ImageDecodeError)
+
+
+def test_pool_workers_write_the_memory_map_and_skip_unreadable_rows(tmp_path):
+    """threads > 1: forked workers write their rows straight into the output memory map; an unreadable file under
+    unreadable="skip" is left out and the remaining rows are exactly the single-process decode."""
+    import xraypipe.preprocess as preprocess
+
+    manifest = _write_images(tmp_path, 30)
+    broken = manifest.loc[manifest["split"] == "train", "path"].iloc[3]
+    open(broken, "wb").write(b"garbage")
+    index = build_cache(manifest, tmp_path / "cache", image_size=16, threads=2, progress=False, unreadable="skip")
+    assert broken not in set(index["path"]) and len(index) == 29
+    skipped = pd.read_csv(tmp_path / "cache" / "skipped.csv")
+    assert skipped["path"].tolist() == [broken] and "cannot decode" in skipped["error"].iloc[0]
+    for split in ("train", "val", "test"):
+        arr = load_cache_split(tmp_path / "cache", split)
+        for _, row in index[index["split"] == split].iterrows():
+            np.testing.assert_array_equal(arr[row["cache_row"]], load_image(row["path"], 16))
+    assert preprocess._SHARED_OUT is None  # released after the pool

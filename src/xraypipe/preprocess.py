@@ -163,6 +163,19 @@ def _load_job(args):
         raise
 
 
+_SHARED_OUT = None  # the output memory map, inherited by forked workers (see decode_into)
+
+
+def _write_job(args):
+    """Worker side of a pool writing straight into the shared memory map: returns None, or the error text."""
+    row, job = args
+    array = _load_job(job)
+    if isinstance(array, str):
+        return array
+    _SHARED_OUT[row] = array
+    return None
+
+
 def decode_into(paths: list[str], out: np.ndarray, size: int, how: str, threads: int, progress=None,
                 array_keys=None, array_indices=None, unreadable: str = "error") -> list[tuple[int, str]]:
     """Decode ``paths`` (or their array rows) into ``out[i]`` using ``threads`` worker processes (PNG decoding
@@ -173,22 +186,32 @@ def decode_into(paths: list[str], out: np.ndarray, size: int, how: str, threads:
     indices = list(array_indices) if array_indices is not None else [None] * len(paths)
     jobs = [(p, size, how, k, i, unreadable == "skip") for p, k, i in zip(paths, keys, indices)]
     uses_arrays = any(isinstance(k, str) and k for k in keys)
+    global _SHARED_OUT
+    # With fork, workers inherit a file-backed memory map (MAP_SHARED): they write their rows into it directly and
+    # return only a status, so the parent does no unpickling or copying and both cores stay on decoding.
+    shared = (isinstance(out, np.memmap) and out.mode in ("r+", "w+") and os.name == "posix"
+              and "fork" in mp.get_all_start_methods())
+    chunksize = max(1, min(8, len(jobs) // (max(threads, 1) * 32)))
+    # small chunks: an image costs ~10 ms to decode, so IPC is negligible, and no worker idles at the end while
+    # another finishes a long last chunk
     if threads <= 1 or len(jobs) < 2 * threads or uses_arrays:  # arrays: a copy, no decoding worth a pool
         results = map(_load_job, jobs)
-        pool = None
+        pool, direct = None, False
+    elif shared:
+        _SHARED_OUT = out
+        pool, direct = mp.get_context("fork").Pool(threads), True
+        results = pool.imap(_write_job, enumerate(jobs), chunksize=chunksize)
     else:
         ctx = mp.get_context("fork" if os.name == "posix" else "spawn")
-        pool = ctx.Pool(threads)
-        # small chunks: an image costs ~10 ms to decode, so IPC is negligible, and no worker idles at the end
-        # while another finishes a long last chunk
-        results = pool.imap(_load_job, jobs, chunksize=max(1, min(8, len(jobs) // (threads * 32))))
+        pool, direct = ctx.Pool(threads), False
+        results = pool.imap(_load_job, jobs, chunksize=chunksize)
     failures = []
     try:
         for i, array in enumerate(results):
             if isinstance(array, str):
                 failures.append((i, array))
                 out[i] = 0
-            else:
+            elif not direct:
                 out[i] = array
             if progress is not None:
                 progress.update(1)
@@ -196,6 +219,7 @@ def decode_into(paths: list[str], out: np.ndarray, size: int, how: str, threads:
         if pool is not None:
             pool.terminate()
             pool.join()
+        _SHARED_OUT = None
         _ARRAYS.clear()
     return failures
 
