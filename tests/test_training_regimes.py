@@ -90,17 +90,25 @@ def test_top_k_checkpoint_ensemble_averages_probabilities(tmp_path):
     assert len(saved["ensemble_state_dicts"]) == 3
     best3 = history.sort_values(["val_mean_auroc", "epoch"], ascending=[False, True])["epoch"].head(3).tolist()
     assert saved["metadata"]["ensemble_epochs"] == best3
-    ensemble, meta = load_trained_model(out / "model.pt")
-    single, _ = load_trained_model(out / "model.pt", ensemble=False)
     x = torch.rand(5, 1, 16, 16)
+    mean_of_members = _assert_ensemble_averages_members(out / "model.pt", saved, x)
+    single, _ = load_trained_model(out / "model.pt", ensemble=False)
+    with torch.no_grad():
+        assert not torch.allclose(torch.sigmoid(single(x)), mean_of_members)
+
+
+def _assert_ensemble_averages_members(model_path, saved, x):
+    """The loaded ensemble's probability is the mean of its members' probabilities; returns that mean."""
+    ensemble, meta = load_trained_model(model_path)
     members = []
     for state in saved["ensemble_state_dicts"]:
         m = build_model(meta["model"], num_classes=2, **meta["model_args"])
         m.load_state_dict(state)
         members.append(torch.sigmoid(m.eval()(x)))
     with torch.no_grad():
-        torch.testing.assert_close(torch.sigmoid(ensemble(x)), torch.stack(members).mean(0), rtol=1e-4, atol=1e-5)
-        assert not torch.allclose(torch.sigmoid(single(x)), torch.stack(members).mean(0))
+        mean = torch.stack(members).mean(0)
+        torch.testing.assert_close(torch.sigmoid(ensemble(x)), mean, rtol=1e-4, atol=1e-5)
+    return mean
 
 
 def test_oversampling_draws_rare_label_images_more_often(tmp_path):
@@ -153,15 +161,7 @@ def test_seed_ensemble_trains_independent_members_and_averages_them(tmp_path):
         single = torch.load(single_out / "model.pt", weights_only=False)["state_dict"]
         for key in single:
             torch.testing.assert_close(state[key], single[key])
-    ensemble, _ = load_trained_model(out / "model.pt")
-    x = torch.rand(6, 1, 16, 16)
-    members = []
-    for state in saved["ensemble_state_dicts"]:
-        m = build_model(meta["model"], num_classes=2, **meta["model_args"])
-        m.load_state_dict(state)
-        members.append(torch.sigmoid(m.eval()(x)))
-    with torch.no_grad():
-        torch.testing.assert_close(torch.sigmoid(ensemble(x)), torch.stack(members).mean(0), rtol=1e-4, atol=1e-5)
+    _assert_ensemble_averages_members(out / "model.pt", saved, torch.rand(6, 1, 16, 16))
     assert 0.0 <= meta["best_val_mean_auroc"] <= 1.0 and len(meta["member_best_val_mean_auroc"]) == 3
     assert not (out / "seed_members").exists()  # member files removed once the ensemble is written
 

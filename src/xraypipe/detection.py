@@ -386,7 +386,10 @@ def predict_boxes(model, images: np.ndarray, findings, *, score_threshold: float
 
 
 def classifier_positive(predictions: pd.DataFrame, thresholds: dict, findings) -> pd.DataFrame:
-    """Long table image_id, finding, probability, threshold, positive (probability >= threshold) for ``findings``."""
+    """Long table image_id, finding, probability, threshold, positive (probability >= threshold) for ``findings``.
+
+    A null threshold (the validation split had no positives or no negatives of that finding, so no operating point
+    could be chosen) makes no positive call: its boxes are dropped from the conditioned localizer."""
     parts = []
     for f in findings:
         if f"prob_{f}" not in predictions.columns:
@@ -394,9 +397,10 @@ def classifier_positive(predictions: pd.DataFrame, thresholds: dict, findings) -
         if f not in thresholds:
             raise ValueError(f"thresholds.json has no threshold for {f}")
         prob = predictions[f"prob_{f}"].astype(float)
+        threshold = float("nan") if thresholds[f] is None else float(thresholds[f])
         parts.append(pd.DataFrame({"image_id": predictions["image_id"].astype(str), "finding": f,
-                                   "probability": prob, "threshold": float(thresholds[f]),
-                                   "positive": prob >= float(thresholds[f])}))
+                                   "probability": prob, "threshold": threshold,
+                                   "positive": prob >= threshold}))  # NaN threshold: False
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
         columns=["image_id", "finding", "probability", "threshold", "positive"])
 
