@@ -137,7 +137,8 @@ def normalized_float(images: np.ndarray, mean=GRAY_MEAN, std=GRAY_STD, chunk: in
     ``mean``/``std``: scalars or S x S images (per-pixel standardisation). Computed as one fused
     ``uint8 * (1 / (255 std))`` (numpy casts while multiplying) plus one ``- mean / std``, a few images at a time
     while they are in the CPU cache, reading the rows straight from the memory map: one pass over memory instead
-    of a copy, a conversion and three arithmetic passes. Within 2 float32 ulps of the textbook expression.
+    of a copy, a conversion and three arithmetic passes. Equal to the textbook expression to a few float32 ulps of
+    its largest term (mean / std).
     ``out``: a float32 buffer (>= B x S x S) to fill instead of allocating one; fresh pages cost a page fault
     each, so reusing a buffer doubles the rate (benchmarks/speed.py). The result is then a view of ``out``.
     """

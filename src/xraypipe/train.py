@@ -264,16 +264,16 @@ def _train_seed_ensemble(dist, members: int, *, variant, model_out, history_out,
                 "fingerprint": run_fingerprint(variant, common["pathologies"], common["cache_dir"],
                                                metas[0]["image_size"])}
     history = pd.concat(histories, ignore_index=True)
-    with atomic_path(model_out) as tmp:
-        torch.save({"state_dict": states[0], "ensemble_state_dicts": states, "metadata": metadata}, tmp)
+    saved = {"state_dict": states[0], "ensemble_state_dicts": states, "metadata": metadata}
     # the ensemble's own validation AUROC (what the predictions will be), for the log and the metadata
-    model, ensemble_meta = load_trained_model(model_out)
+    model, _ = model_from_saved(saved)
     batches = CacheBatches(common["cache_dir"], common.get("val_rows") if common.get("val_rows") is not None else "val",
-                           common["pathologies"], batch_size=128, normalization=ensemble_meta.get("normalization"))
+                           common["pathologies"], batch_size=128, normalization=metadata.get("normalization"),
+                           reuse_buffer=True)
     probs, y_val, m_val = predict_batches(model, batches, torch.device("cpu"))
     metadata["best_val_mean_auroc"] = mean_auroc(y_val, m_val, probs)
     with atomic_path(model_out) as tmp:
-        torch.save({"state_dict": states[0], "ensemble_state_dicts": states, "metadata": metadata}, tmp)
+        torch.save(saved, tmp)
     write_csv(history_out, history)
     print(f"ensemble of {members} seeds: val_mean_auroc {metadata['best_val_mean_auroc']:.4f} "
           f"(members {', '.join(f'{v:.4f}' for v in metadata['member_best_val_mean_auroc'])})", flush=True)
@@ -636,6 +636,11 @@ def load_trained_model(model_path: str | Path, device=None, ensemble: bool = Tru
     if not model_path.exists():
         raise FileNotFoundError(f"{model_path}: trained model not found (run the train rule for it first)")
     saved = torch.load(model_path, map_location="cpu", weights_only=False)
+    return model_from_saved(saved, device, ensemble)
+
+
+def model_from_saved(saved: dict, device=None, ensemble: bool = True):
+    """(model in eval mode, metadata) from the dict a model file holds (see ``load_trained_model``)."""
     meta = saved["metadata"]
     classes = int(meta.get("classes_per_label", 1))
 
