@@ -13,6 +13,7 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+include: "rules/config_to_json.smk"
 include: "rules/raw.smk"
 include: "rules/splits.smk"
 include: "rules/cache.smk"
@@ -35,6 +36,7 @@ localrules:
 
 rule all:
     input:
+        PATHS["config_json"],  # how this run was configured (and the params file of dvc.yaml)
         PATHS["auroc_table"],
         PATHS["auroc_markdown"],
         # issue 5: every table and figure (`snakemake --report report.html` lists them with captions)

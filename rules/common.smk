@@ -1,10 +1,13 @@
 # Config validation (before any job starts), paths and input functions shared by all rules.
+import copy
+import json
 import os
 import sys
 
 from xraypipe.config import ConfigError, validate_config
 from xraypipe.workflow import PATHS, cv_runs, cv_variants, experiment_pairs, stage_params_json
 
+CONFIG_AS_GIVEN = copy.deepcopy(config)  # before the defaults are filled in (rules/config_to_json.smk)
 try:
     config = validate_config(config, source="config")
 except ConfigError as exc:

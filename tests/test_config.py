@@ -69,3 +69,41 @@ def test_load_config_reports_bad_yaml(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_config_json_is_the_config_as_given_and_nothing_is_written_for_a_bad_one(raw_config, tmp_path):
+    """results/config.json (DVC's params file): the config as written, no schema defaults, round-tripping."""
+    import json
+
+    from xraypipe.config import write_config_json
+
+    out = tmp_path / "results" / "config.json"
+    write_config_json(raw_config, out)
+    assert json.loads(out.read_text()) == raw_config
+    assert "missing_images" not in json.loads(out.read_text())["datasets"]["nih_synthetic"]  # no defaults
+    bad = copy.deepcopy(raw_config)
+    bad["variants"]["resnet18"]["lr"] = "fast"
+    target = tmp_path / "bad" / "config.json"
+    with pytest.raises(ConfigError, match=r"variants\.resnet18\.lr"):
+        write_config_json(bad, target)
+    assert not target.exists() and not target.parent.exists()
+
+
+def test_config_to_json_script_names_the_bad_file_and_leaves_no_output(project_root, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    bad = tmp_path / "config.yaml"
+    bad.write_text("experiment: [unclosed\n")
+    out = tmp_path / "results" / "config.json"
+    proc = subprocess.run([sys.executable, str(project_root / "scripts" / "config_to_json.py"), "--config", str(bad),
+                           "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and f"{bad}: not valid YAML" in proc.stderr, proc.stderr
+    assert not out.exists()
+    good = tmp_path / "good.yaml"
+    good.write_text((project_root / "config.yaml").read_text())
+    proc = subprocess.run([sys.executable, str(project_root / "scripts" / "config_to_json.py"), "--config",
+                           str(good), "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert yaml.safe_load(good.read_text()) == json.loads(out.read_text())

@@ -133,7 +133,8 @@ def _check_references(config: dict, source: str) -> None:
         raise ConfigError("\n".join(problems))
 
 
-def load_config(path: str | Path) -> dict:
+def read_config_file(path: str | Path) -> dict:
+    """config.yaml (or an overlay) as written, not validated; errors name the file."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
@@ -143,7 +144,25 @@ def load_config(path: str | Path) -> dict:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
-    return validate_config(raw, source=str(path))
+    return raw
+
+
+def load_config(path: str | Path) -> dict:
+    return validate_config(read_config_file(path), source=str(path))
+
+
+def write_config_json(config: Mapping[str, Any], out: str | Path, source: str = "config") -> dict:
+    """Validate ``config`` (a ConfigError names the bad key; nothing is written then) and write it as given, without
+    the schema defaults, to ``out`` as JSON (atomically). It is the params file of every DVC stage but
+    ``config_to_json``: DVC re-reads a stage's params file, and walks all of it for each tracked key, once per
+    stage, so the file must be fast to parse (JSON, not YAML) and small (no defaults), which keeps ``dvc status``
+    under 5 s with 50 variants (benchmarks/README.md). Returns the config written."""
+    from xraypipe.atomic import write_json
+
+    validate_config(config, source=source)
+    written = copy.deepcopy(dict(config))
+    write_json(out, written)
+    return written
 
 
 def dataset_config(config: dict, dataset: str) -> dict:

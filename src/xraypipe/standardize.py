@@ -167,7 +167,7 @@ class Normalization:
             raise ValueError(f"per-pixel statistics ({self.source or 'model file'}) are "
                              f"{self.mean.shape[0]}x{self.mean.shape[1]} but the {what} are {size}x{size}")
 
-    def apply(self, images: np.ndarray, chunk: int = 8, rows=None, out=None):
+    def apply(self, images: np.ndarray, chunk: int = 16, rows=None, out=None):
         """uint8 images (B x S x S), or ``images[rows]`` of a (memory-mapped) array -> float32 tensor B x 1 x S x S
         (see ``xraypipe.data.normalized_float``; ``out``: a reusable float32 buffer)."""
         from xraypipe.data import normalized_float

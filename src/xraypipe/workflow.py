@@ -10,6 +10,8 @@ import copy
 import json
 
 PATHS = {
+    # the configuration as given (validated, no defaults filled in), as JSON: DVC's params file (dvc.yaml)
+    "config_json": "results/config.json",
     "raw": "results/raw/{dataset}",
     "manifest": "results/splits/{dataset}.csv",
     "split_summary": "results/splits/{dataset}.summary.csv",

@@ -1,0 +1,16 @@
+rule config_to_json:
+    """The configuration Snakemake runs with (config.yaml plus any --configfile/--config overlays), as given and
+    validated, written as JSON: a record of how results/ was configured (and DVC's params file, dvc.yaml)."""
+    output:
+        PATHS["config_json"],
+    params:
+        cfg=lambda wildcards: json.dumps(CONFIG_AS_GIVEN, sort_keys=True, separators=(",", ":")),
+    log:
+        "results/logs/config_to_json.log",
+    threads: 1
+    resources:
+        mem_mb=500,
+    conda:
+        ENV
+    shell:
+        "python scripts/config_to_json.py --config-json {params.cfg:q} --out {output} > {log} 2>&1"

@@ -1,0 +1,26 @@
+"""Stage config_to_json: the configuration as given, validated, written as JSON.
+
+It records what a run was configured with, and it is the params file every other DVC stage tracks (DVC re-reads a
+params file for each stage that lists it; JSON keeps `dvc status` fast with many variants).
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run without installing the package
+from xraypipe import cli
+from xraypipe.config import read_config_file, write_config_json
+
+
+def main():
+    p = cli.parser(__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True)
+    args = p.parse_args()
+    config = read_config_file(args.config) if args.config is not None else cli.resolve_config(args)
+    source = args.config or "--config-json"
+    written = write_config_json(config, args.out, source=source)
+    print(f"{source}: {len(written.get('variants', {}))} variants, {len(written.get('datasets', {}))} datasets "
+          f"-> {args.out}")
+
+
+if __name__ == "__main__":
+    cli.run(main)
