@@ -97,3 +97,13 @@ def test_cache_batches_deliver_the_normalised_rows_in_the_seeded_order(tmp_path)
         np.testing.assert_array_equal(y.numpy(), index.loc[rows, PATHOLOGIES].to_numpy(dtype=np.float32))
         seen.extend(rows.tolist())
     assert sorted(seen) == list(range(len(images)))
+
+
+def test_other_inputs_take_the_numpy_path():
+    """Flipped views (negative strides, which torch cannot view) and non-uint8 arrays give the same values."""
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, size=(6, 10, 10), dtype=np.uint8)
+    flipped = images[::-1, :, ::-1]
+    _close(normalized_float(flipped, rows=np.array([0, 2, 5]), chunk=2),
+           _reference(flipped[[0, 2, 5]], GRAY_MEAN, GRAY_STD))
+    _close(normalized_float(images.astype(np.float32), chunk=4), _reference(images, GRAY_MEAN, GRAY_STD))

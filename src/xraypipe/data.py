@@ -181,13 +181,14 @@ def normalized_float(images: np.ndarray, mean=GRAY_MEAN, std=GRAY_STD, chunk: in
 
 
 def _uint8_tensor(images):
-    """A torch view (no copy) of a numpy uint8 array or memory map, or None for other array-likes. Read-only
-    memory maps give a tensor torch warns about; it is only ever read."""
+    """A torch view (no copy) of a numpy uint8 array or memory map, or None for other array-likes (and for
+    negative strides, which torch cannot view). Read-only memory maps give a tensor torch warns about; it is only
+    ever read."""
     import warnings
 
     import torch
 
-    if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or any(s < 0 for s in images.strides):
         return None
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
