@@ -17,8 +17,8 @@ def main():
     args = p.parse_args()
     config = read_config_file(args.config) if args.config is not None else cli.resolve_config(args)
     source = args.config or "--config-json"
-    written = write_config_json(config, args.out, source=source)
-    print(f"{source}: {len(written.get('variants', {}))} variants, {len(written.get('datasets', {}))} datasets "
+    write_config_json(config, args.out, source=source)
+    print(f"{source}: {len(config.get('variants', {}))} variants, {len(config.get('datasets', {}))} datasets "
           f"-> {args.out}")
 
 

@@ -151,18 +151,16 @@ def load_config(path: str | Path) -> dict:
     return validate_config(read_config_file(path), source=str(path))
 
 
-def write_config_json(config: Mapping[str, Any], out: str | Path, source: str = "config") -> dict:
+def write_config_json(config: dict, out: str | Path, source: str = "config") -> None:
     """Validate ``config`` (a ConfigError names the bad key; nothing is written then) and write it as given, without
     the schema defaults, to ``out`` as JSON (atomically). It is the params file of every DVC stage but
     ``config_to_json``: DVC re-reads a stage's params file, and walks all of it for each tracked key, once per
     stage, so the file must be fast to parse (JSON, not YAML) and small (no defaults), which keeps ``dvc status``
-    under 5 s with 50 variants (benchmarks/README.md). Returns the config written."""
+    under 5 s with 50 variants (benchmarks/README.md)."""
     from xraypipe.atomic import write_json
 
     validate_config(config, source=source)
-    written = copy.deepcopy(dict(config))
-    write_json(out, written)
-    return written
+    write_json(out, config)
 
 
 def dataset_config(config: dict, dataset: str) -> dict:
