@@ -38,6 +38,7 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data"
 NIH_FINDINGS = ["Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
                 "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia"]
 FEED_SEED = 0
+STEP_S = 0.002  # the simulated device step of the overlap measurement
 
 
 class BenchError(RuntimeError):
@@ -212,15 +213,16 @@ def feed_order(n: int, batch_size: int, epoch: int):
     return [np.sort(order[s:s + batch_size]) for s in range(0, n, batch_size)]
 
 
-def bench_feed(feed_dir: Path, batch_size: int, epochs: int, repeats: int, threads: int) -> dict:
+def bench_feed(feed_dir: Path, batch_size: int, epochs: int, repeats: int, threads: int, rounds: int) -> dict:
     import numpy as np
     import torch
 
+    from xraypipe import feed_kernel
     from xraypipe.data import CacheBatches
     from xraypipe.preprocess import load_cache_split
 
-    # the loader's kernels use torch's intra-op threads, which xraypipe.train sets to training.threads; the
-    # floor (numpy fancy indexing) is single-threaded whatever the setting
+    # the loader's kernels use torch's intra-op threads (and numba's, as many), which xraypipe.train sets to
+    # training.threads; the floor (numpy fancy indexing) is single-threaded whatever the setting
     torch.set_num_threads(1)
     images = load_cache_split(feed_dir, "train")
     n = len(images)
@@ -240,42 +242,73 @@ def bench_feed(feed_dir: Path, batch_size: int, epochs: int, repeats: int, threa
                 count += len(torch.from_numpy(images[rows]).to(torch.float32))
         return count
 
-    def loader(augment, reuse_buffer=True, torch_threads=threads):
-        # reuse_buffer=True is how xraypipe.train feeds its loops (each batch consumed before the next is drawn)
+    def loader(augment=False, reuse_buffer=True, torch_threads=threads, compiled=True, workers=0, step_s=0.0):
+        # reuse_buffer=True is how xraypipe.train feeds its loops (each batch consumed before the next is drawn);
+        # compiled=False: the torch-kernel path the loader falls back to without numba (XRAYPIPE_NO_NUMBA=1);
+        # step_s: a training step that waits this long with the CPU free, as for a GPU (time.sleep)
         batches = CacheBatches(feed_dir, "train", NIH_FINDINGS, batch_size=batch_size, shuffle=True, seed=FEED_SEED,
-                               augment=augment, reuse_buffer=reuse_buffer)
+                               augment=augment, reuse_buffer=reuse_buffer, workers=workers)
 
         def go():
             torch.set_num_threads(torch_threads)
-            count = 0
-            for epoch in range(epochs):
-                batches.set_epoch(epoch)
-                for x, y, m, rows in batches:
-                    if x.dtype != torch.float32 or x.shape[1:] != (1, *images.shape[1:]):
-                        raise BenchError(f"CacheBatches gave {x.dtype} {tuple(x.shape)}")
-                    count += len(x)
-            torch.set_num_threads(1)
+            previous = os.environ.get("XRAYPIPE_NO_NUMBA")
+            os.environ["XRAYPIPE_NO_NUMBA"] = "0" if compiled else "1"
+            try:
+                count = 0
+                for epoch in range(epochs):
+                    batches.set_epoch(epoch)
+                    for x, y, m, rows in batches:
+                        if x.dtype != torch.float32 or x.shape[1:] != (1, *images.shape[1:]):
+                            raise BenchError(f"CacheBatches gave {x.dtype} {tuple(x.shape)}")
+                        count += len(x)
+                        if step_s:
+                            time.sleep(step_s)
+            finally:
+                torch.set_num_threads(1)
+                if previous is None:
+                    del os.environ["XRAYPIPE_NO_NUMBA"]
+                else:
+                    os.environ["XRAYPIPE_NO_NUMBA"] = previous
             return count
         return go
 
-    # the loader's rows are the floor's rows (same seeded order): check once, outside the timings
+    # the loader's rows are the floor's rows (same seeded order): check once, outside the timings (this also
+    # compiles or loads the kernels)
     check = CacheBatches(feed_dir, "train", NIH_FINDINGS, batch_size=batch_size, shuffle=True, seed=FEED_SEED)
     check.set_epoch(0)
     for (_, _, _, rows), expected in zip(check, orders[0]):
         if not np.array_equal(rows, expected):
             raise BenchError("CacheBatches' row order differs from the benchmark's floor order")
+    loader(torch_threads=max(2, threads))()  # the parallel kernel too
 
     bare()  # warm the page cache
-    results = {}
-    for name, fn in (("bare_read", bare), ("read_float32", read_float), ("loader", loader(False)),
-                     ("loader_1_thread", loader(False, torch_threads=1)),
-                     ("loader_fresh_tensors", loader(False, reuse_buffer=False)), ("loader_augment", loader(True))):
+    # Rounds: every measurement once per round, right after the floor, and each ratio is the median over the
+    # rounds of (floor time / its time) in the same round. This machine's memory bandwidth drifts by tens of
+    # percent within seconds, so a ratio of two figures taken at different moments would measure the drift.
+    # The rates shown are the best round's.
+    measured = (("read_float32", read_float), ("loader", loader()), ("loader_1_thread", loader(torch_threads=1)),
+                ("loader_torch_kernels", loader(compiled=False)),
+                ("loader_fresh_tensors", loader(reuse_buffer=False)), ("loader_1_worker", loader(workers=1)))
+    walls = {name: [] for name in ("bare_read", *dict(measured))}
+    for _ in range(rounds):
+        for name, fn in measured:
+            for key, f in (("bare_read", bare), (name, fn)):
+                wall, count = best_of(1, f)
+                if count != n * epochs:
+                    raise BenchError(f"{key}: delivered {count} images, expected {n * epochs}")
+                walls[key].append(wall)
+    bare_walls = np.asarray(walls["bare_read"]).reshape(rounds, len(measured))
+    results = {f"{name}_ips": n * epochs / min(w) for name, w in walls.items()}
+    for j, (name, _) in enumerate(measured):
+        results[f"{name}_ratio"] = float(np.median(bare_walls[:, j] / np.asarray(walls[name])))
+    # slower, information only: best of `repeats`
+    for name, fn in (("loader_augment", loader(augment=True)),
+                     ("loader_step_0_workers", loader(step_s=STEP_S)), ("loader_step_1_worker",
+                                                                        loader(step_s=STEP_S, workers=1))):
         wall, count = best_of(repeats, fn)
-        if count != n * epochs:
-            raise BenchError(f"{name}: delivered {count} images, expected {n * epochs}")
         results[f"{name}_ips"] = count / wall
     results.update(images=n, epochs=epochs, batch_size=batch_size, image_size=int(images.shape[1]),
-                   torch_threads=threads)
+                   torch_threads=threads, compiled_kernel=feed_kernel.available(), rounds=rounds, step_s=STEP_S)
     return results
 
 
@@ -426,19 +459,25 @@ def table(results: dict) -> list[dict]:
     feed = results.get("feed")
     if feed:
         bare = feed["bare_read_ips"]
+        ratio = feed["loader_ratio"]
+        kernel = "compiled kernel" if feed["compiled_kernel"] else "torch kernels: numba missing"
         row("bare memmap read, uint8 (floor)", bare, "img/s")
-        row("memmap read + float32 conversion (info)", feed["read_float32_ips"], "img/s",
-            feed["read_float32_ips"] / bare)
-        row(f"CacheBatches float batches, {feed['torch_threads']} torch threads", feed["loader_ips"], "img/s",
-            feed["loader_ips"] / bare, ">= 0.5 x bare", feed["loader_ips"] / bare >= 0.5)
-        row("CacheBatches float batches, 1 torch thread (info)", feed["loader_1_thread_ips"], "img/s",
-            feed["loader_1_thread_ips"] / bare)
-        row("  vs read + float32 conversion (info)", feed["loader_ips"], "img/s",
-            feed["loader_ips"] / feed["read_float32_ips"])
+        row("memmap read + float32 conversion (info)", feed["read_float32_ips"], "img/s", feed["read_float32_ratio"])
+        row(f"CacheBatches float batches, {feed['torch_threads']} threads ({kernel})", feed["loader_ips"], "img/s",
+            ratio, ">= 0.5 x bare", ratio >= 0.5)
+        row("CacheBatches, 1 thread (info)", feed["loader_1_thread_ips"], "img/s", feed["loader_1_thread_ratio"])
+        row(f"CacheBatches, torch kernels (no numba), {feed['torch_threads']} threads (info)",
+            feed["loader_torch_kernels_ips"], "img/s", feed["loader_torch_kernels_ratio"])
         row("CacheBatches, a fresh tensor per batch (info)", feed["loader_fresh_tensors_ips"], "img/s",
-            feed["loader_fresh_tensors_ips"] / bare)
+            feed["loader_fresh_tensors_ratio"])
+        row("CacheBatches, 1 worker thread, empty loop (info)", feed["loader_1_worker_ips"], "img/s",
+            feed["loader_1_worker_ratio"])
         row("CacheBatches with augmentation (info)", feed["loader_augment_ips"], "img/s",
             feed["loader_augment_ips"] / bare)
+        step_ms = feed["step_s"] * 1000
+        row(f"loop with a {step_ms:g} ms device step, 0 workers (info)", feed["loader_step_0_workers_ips"], "img/s")
+        row(f"loop with a {step_ms:g} ms device step, 1 worker (info)", feed["loader_step_1_worker_ips"], "img/s",
+            feed["loader_step_1_worker_ips"] / feed["loader_step_0_workers_ips"])
         xrv = results.get("xrv", {})
         if "ips" in xrv:
             ratio = feed["loader_ips"] / xrv["ips"]
@@ -463,15 +502,16 @@ def print_report(results: dict) -> None:
           + (f"; load average at start {m['load_average_1min']}" if "load_average_1min" in m else ""))
     s = results["settings"]
     print(f"settings: {s['files']} PNG files (1024x1024, replicated from {s['sources']} real NIH images), "
-          f"feed {s['feed_images']} images x {s['epochs']} epochs, batch {s['batch_size']}, best of {s['repeats']}")
-    header = f"{'measurement':<52} {'value':>12} {'unit':<6} {'ratio':>9}  {'target':<21} {'pass'}"
+          f"feed {s['feed_images']} images x {s['epochs']} epochs, batch {s['batch_size']}, feed ratios: median of "
+          f"{s.get('feed_rounds', '?')} rounds; other figures: best of {s['repeats']}")
+    header = f"{'measurement':<60} {'value':>12} {'unit':<6} {'ratio':>9}  {'target':<21} {'pass'}"
     print(header)
     print("-" * len(header))
     for r in results["table"]:
         value = "" if r["value"] is None else (f"{r['value']:.2f}" if r["unit"] in ("s", "cores") else f"{r['value']:.1f}")
         ratio = "" if r["ratio"] is None else (f"{r['ratio']:.3f}" if r["ratio"] < 10 else f"{r['ratio']:.1f}")
         ok = "" if r["pass"] is None else ("PASS" if r["pass"] else "FAIL")
-        print(f"{r['measurement']:<52} {value:>12} {r['unit']:<6} {ratio:>9}  {r['target'] or '':<21} {ok}")
+        print(f"{r['measurement']:<60} {value:>12} {r['unit']:<6} {ratio:>9}  {r['target'] or '':<21} {ok}")
 
 
 def main(argv=None) -> int:
@@ -485,6 +525,8 @@ def main(argv=None) -> int:
     ap.add_argument("--feed-threads", type=int, default=os.cpu_count(),
                     help="torch threads of the loader, as training.threads sets them (default: all CPUs)")
     ap.add_argument("--epochs", type=int, default=2, help="epochs per feed measurement")
+    ap.add_argument("--feed-rounds", type=int, default=9,
+                    help="rounds of the feed measurements; each ratio is the median over the rounds")
     ap.add_argument("--xrv-items", type=int, default=48, help="torchxrayvision items per measurement")
     ap.add_argument("--variants", type=int, default=50, help="variants in the no-op config")
     ap.add_argument("--repeats", type=int, default=3, help="repeats per measurement; the best is kept")
@@ -500,7 +542,8 @@ def main(argv=None) -> int:
         files = source_images(args.data)
         results = {"machine": machine(), "settings": {
             "files": args.files, "sources": len(files), "feed_images": args.feed_images, "epochs": args.epochs,
-            "batch_size": args.batch_size, "repeats": args.repeats, "cores": args.cores}}
+            "batch_size": args.batch_size, "repeats": args.repeats, "cores": args.cores,
+            "feed_rounds": args.feed_rounds}}
         if {"preprocess", "feed"} & set(args.only):
             copies = replicate(files, args.files, work / "images")
             rows = data_entry_rows(args.data, files, copies)
@@ -510,7 +553,8 @@ def main(argv=None) -> int:
             if "feed" in args.only:
                 print("epoch feed ...", flush=True)
                 feed_dir = tile_cache(Path(pre["cache_dir"]), manifest, args.feed_images, work / "feed")
-                results["feed"] = bench_feed(feed_dir, args.batch_size, args.epochs, args.repeats, args.feed_threads)
+                results["feed"] = bench_feed(feed_dir, args.batch_size, args.epochs, args.repeats, args.feed_threads,
+                                             args.feed_rounds)
                 print("torchxrayvision ...", flush=True)
                 results["xrv"] = bench_xrv(work / "images", rows, args.data / "nih" / "BBox_List_2017.csv", work,
                                            args.xrv_items, args.repeats)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xraypipe import feed_kernel
 from xraypipe.preprocess import load_cache_index, load_cache_split
 from xraypipe.standardize import Normalization
 
@@ -28,13 +29,19 @@ class CacheBatches:
     and hence the meaning of ``batch_size`` and ``lr``, does not depend on the number of processes. A final batch
     too small to give every process a row is skipped by all of them (DDP needs every process to step).
     ``pin_memory`` puts each batch in page-locked memory so ``.to(cuda, non_blocking=True)`` overlaps the copy.
+
+    ``workers`` > 0 (``training.num_workers``): that many threads prepare the next batches (read, augment,
+    normalise) while the loop works on the current one, like a DataLoader's workers but threads, since the
+    kernels release the GIL. The batches are the same as with ``workers=0``: rows and augmentation draws are still
+    taken in batch order in the iterating thread (only the pixel work moves), and with ``reuse_buffer`` a ring of
+    ``workers + 2`` buffers keeps each batch intact until the next one is drawn.
     """
 
     def __init__(self, cache_dir: str | Path, split, pathologies, *, batch_size: int, shuffle: bool = False,
                  augment: bool = False, seed: int = 0, pin_memory: bool = False, rank: int = 0, world_size: int = 1,
                  encoding: str = "u_ignore", blank: str = "masked", oversample: bool = False,
                  targets_override=None, augment_args: dict | None = None, normalization=None,
-                 reuse_buffer: bool = False):
+                 reuse_buffer: bool = False, workers: int = 0):
         """``split``: a split name (every row of ``<split>.npy``), or a row selection: a DataFrame with ``split``
         and ``cache_row`` columns naming rows of any splits (e.g. a cross-validation fold of train + val), read
         through the existing memory maps (``CacheRows``), never copied. Rows are then ordered by (split,
@@ -68,7 +75,10 @@ class CacheBatches:
         # drawn -- right for a training loop that consumes each batch at once (twice the rate: no fresh pages);
         # never combined with pinned memory, whose asynchronous copies may still read the buffer
         self.reuse_buffer = bool(reuse_buffer) and not pin_memory
-        self._float_buffer = None
+        self._float_buffers = []
+        if int(workers) < 0:
+            raise ValueError(f"workers must be >= 0, got {workers}")
+        self.workers = int(workers)
         # input standardisation: a standardize.Normalization, a model file's metadata['normalization'], or None
         # (the fixed mean 0.5 / std 0.25)
         self.normalization = Normalization.from_meta(normalization)
@@ -80,15 +90,15 @@ class CacheBatches:
             raise ValueError(f"rank {rank} outside world size {world_size}")
         self.rank, self.world_size = rank, world_size
 
-    def _buffer(self, n: int):
-        """The reused float32 batch buffer (``reuse_buffer``), or None for a fresh tensor per batch."""
+    def _buffer(self, slot: int = 0):
+        """Reused float32 batch buffer number ``slot`` (``reuse_buffer``), or None for a fresh tensor per batch."""
         if not self.reuse_buffer:
             return None
-        if self._float_buffer is None or len(self._float_buffer) < n:
-            import torch
+        import torch
 
-            self._float_buffer = torch.empty((max(n, self.batch_size), *self.images.shape[1:]), dtype=torch.float32)
-        return self._float_buffer
+        while len(self._float_buffers) <= slot:
+            self._float_buffers.append(torch.empty((self.batch_size, *self.images.shape[1:]), dtype=torch.float32))
+        return self._float_buffers[slot]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -98,9 +108,9 @@ class CacheBatches:
         full, rest = divmod(n, self.batch_size)
         return full + (1 if rest >= self.world_size else 0)
 
-    def __iter__(self):
-        import torch
-
+    def _epoch_rows(self):
+        """This epoch's batches as row positions: a seeded permutation (or oversampling draw), sorted within each
+        batch (sorted reads are sequential on disk), this rank's share of each global batch."""
         n = len(self.index)
         rng = np.random.default_rng([self.seed, self.epoch])
         if self.sample_weights is not None and self.shuffle:
@@ -108,21 +118,80 @@ class CacheBatches:
             order = rng.choice(n, size=n, replace=True, p=self.sample_weights / self.sample_weights.sum())
         else:
             order = rng.permutation(n) if self.shuffle else np.arange(n)
-        # rank 0 keeps the single-process stream; other ranks get their own augmentation draws
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch + 1_000_000_007 * self.rank)
         for start in range(0, n, self.batch_size):
-            rows = np.sort(order[start:start + self.batch_size])  # sorted reads are sequential on disk
+            rows = np.sort(order[start:start + self.batch_size])
             if self.world_size > 1:
                 if len(rows) < self.world_size:
                     continue
                 rows = rows[self.rank::self.world_size]
-            if self.augment:
-                batch = np.ascontiguousarray(self.images[rows])
-                x = torch.from_numpy(batch).unsqueeze(1).float().div_(255.0)
-                x = augment_batch(x, generator, **self.augment_args)
-                x = self.normalization.apply_unit(x)
-            else:
-                x = self.normalization.apply(self.images, rows=rows, out=self._buffer(len(rows)))
+            yield rows
+
+    def _draws(self, rows, generator):
+        """The batch's augmentation parameters, drawn from the epoch's generator (in batch order), or None."""
+        return draw_augmentation(len(rows), generator, **self.augment_args) if self.augment else None
+
+    def _images(self, rows, draws, out, threads=None):
+        """The batch's float32 images B x 1 x S x S (into ``out`` when given), augmented with ``draws``."""
+        if draws is None:
+            return self.normalization.apply(self.images, rows=rows, out=out, threads=threads)
+        import torch
+
+        batch = np.ascontiguousarray(self.images[rows])
+        x = torch.from_numpy(batch).unsqueeze(1).float().div_(255.0)
+        return self.normalization.apply_unit(apply_augmentation(x, draws))
+
+    def _prepared_ahead(self, epoch_rows, generator):
+        """(rows, images) of each batch, prepared by ``self.workers`` threads that run ahead of the loop by up to
+        ``workers + 1`` batches, each in its own buffer slot (with ``reuse_buffer``)."""
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        # the epoch's batches and augmentation draws, taken here, in batch order: the stream of workers=0
+        plan = [(rows, self._draws(rows, generator)) for rows in epoch_rows]
+        # the batch the loop holds, one per worker, and one of slack so that a worker seldom waits for a slot
+        slots = self.workers + 2
+        buffers = [self._buffer(slot) for slot in range(slots)]
+        released, stop = [0], [False]  # batches the loop is done with (0 .. released - 1); the loop has stopped
+        turn = threading.Condition()
+
+        def prepare(j):
+            with turn:  # batch j writes slot j % slots: wait until the loop is done with batch j - slots
+                turn.wait_for(lambda: stop[0] or released[0] > j - slots)
+                if stop[0]:
+                    return None
+            rows, draws = plan[j]
+            # each worker runs the single-threaded kernel: the workers are the parallelism
+            return self._images(rows, draws, buffers[j % slots], 1)
+
+        # the workers take batches in order and never wait for the loop to hand them one; the loop waits (once a
+        # batch) only when it is ahead of them
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="xraypipe-batches") as pool:
+            futures = [pool.submit(prepare, j) for j in range(len(plan))]
+            try:
+                for k, future in enumerate(futures):
+                    with turn:  # the loop asks for batch k, so it is done with batch k - 1
+                        released[0] = k
+                        turn.notify_all()
+                    yield plan[k][0], future.result()
+            finally:  # the loop stopped early or a worker failed: unblock the waiting, drop the queued
+                with turn:
+                    stop[0] = True
+                    turn.notify_all()
+                for future in futures:
+                    future.cancel()
+
+    def __iter__(self):
+        import torch
+
+        # rank 0 keeps the single-process stream; other ranks get their own augmentation draws
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch + 1_000_000_007 * self.rank)
+        epoch_rows = self._epoch_rows()
+        if self.workers:
+            prepared = self._prepared_ahead(epoch_rows, generator)
+        else:
+            prepared = ((rows, self._images(rows, self._draws(rows, generator), self._buffer()))
+                        for rows in epoch_rows)
+        for rows, x in prepared:
             idx = torch.from_numpy(rows)
             y, m = self.targets[idx], self.mask[idx]
             if self.pin_memory:
@@ -130,38 +199,59 @@ class CacheBatches:
             yield x, y, m, rows
 
 
-def normalized_float(images: np.ndarray, mean=GRAY_MEAN, std=GRAY_STD, chunk: int = 16, rows=None, out=None):
+def normalized_float(images: np.ndarray, mean=GRAY_MEAN, std=GRAY_STD, chunk: int = 16, rows=None, out=None,
+                     threads: int | None = None):
     """uint8 images (B x S x S), or ``images[rows]`` of a uint8 (memory-mapped) array, -> float32 tensor
-    B x 1 x S x S of ``(images / 255 - mean) / std``.
+    B x 1 x S x S of ``(images / 255 - mean) / std``, computed as ``u * scale + shift`` (``scale = 1 / (255 std)``,
+    ``shift = -mean / std``); equal to the textbook expression to a few float32 ulps of its largest term.
 
-    ``mean``/``std``: scalars or S x S images (per-pixel standardisation). Computed a chunk of images at a time
-    while they are in the CPU cache: a gather of the chunk's rows straight from the memory map into a small uint8
-    staging buffer (``torch.index_select``), one uint8 -> float32 copy, and one fused ``shift + scale * x``
-    (``scale = 1 / (255 std)``, ``shift = -mean / std``). These are torch kernels, so they use torch's intra-op
-    threads (``training.threads``) and release the GIL. Equal to the textbook expression to a few float32 ulps of
-    its largest term (mean / std).
-    ``out``: a float32 buffer (>= B x S x S) to fill instead of allocating one; fresh pages cost a page fault
-    each, so reusing a buffer doubles the rate (benchmarks/speed.py). The result is then a view of ``out``.
+    ``mean``/``std``: scalars or S x S images (per-pixel standardisation). A C-contiguous uint8 array or memory map
+    takes one compiled pass (``xraypipe.feed_kernel``: gather, cast and multiply-add fused) over ``threads``
+    threads (default ``torch.get_num_threads()``, i.e. ``training.threads``). Other array-likes (CacheRows,
+    negative strides), or a machine without numba (or ``XRAYPIPE_NO_NUMBA=1``), take torch kernels, a chunk of
+    ``chunk`` images at a time. ``out``: a float32 buffer (>= B x S x S) to fill instead of allocating one; fresh
+    pages cost a page fault each, so reusing a buffer doubles the rate (benchmarks/speed.py). The result is then
+    a view of ``out``.
     """
     import torch
 
     n = len(images) if rows is None else len(rows)
     shape = (n, *images.shape[1:])
-    mean, std = np.asarray(mean, dtype=np.float32), np.asarray(std, dtype=np.float32)
-    scale = torch.as_tensor(np.asarray(np.float32(1.0) / (np.float32(255.0) * std), dtype=np.float32))
-    shift = torch.as_tensor(np.asarray(-mean / std, dtype=np.float32))
+    std = np.asarray(std, dtype=np.float32)
+    scale = np.float32(1.0) / (np.float32(255.0) * std)
+    shift = -np.asarray(mean, dtype=np.float32) / std
     if out is None:
         flat = torch.empty(shape, dtype=torch.float32)
     else:
         flat = out[:n] if isinstance(out, torch.Tensor) else torch.from_numpy(out)[:n]
         if tuple(flat.shape) != shape or flat.dtype != torch.float32:
             raise ValueError(f"output buffer {tuple(out.shape)} {out.dtype} cannot hold {shape} float32")
+    if (isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.flags.c_contiguous
+            and flat.is_contiguous() and feed_kernel.available()):
+        pixels = int(np.prod(shape[1:]))
+        positions = np.arange(n) if rows is None else rows
+        feed_kernel.gather_normalize(np.asarray(images).reshape(len(images), pixels), positions, scale, shift,
+                                     flat.numpy().reshape(n, pixels),
+                                     threads=torch.get_num_threads() if threads is None else threads)
+    else:
+        _normalize_with_torch_kernels(images, torch.from_numpy(np.asarray(scale)), torch.from_numpy(np.asarray(shift)),
+                                      chunk, rows, flat)
+    return flat.unsqueeze(1)
+
+
+def _normalize_with_torch_kernels(images, scale, shift, chunk: int, rows, flat) -> None:
+    """``normalized_float`` without the compiled kernel: per chunk, a torch gather into a uint8 staging buffer, a
+    cast into ``flat`` and a fused multiply-add there; array-likes that only numpy indexing reads (CacheRows,
+    negative strides) are read by numpy instead of the gather."""
+    import torch
+
+    n = len(flat)
     source = _uint8_tensor(images)
     staging = None
     if rows is not None:
         rows = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int64))
         if source is not None:
-            staging = torch.empty((min(chunk, n), *shape[1:]), dtype=torch.uint8)
+            staging = torch.empty((min(chunk, n), *flat.shape[1:]), dtype=torch.uint8)
     for start in range(0, n, chunk):
         part = flat[start:start + chunk]
         if source is None:  # an array-like (CacheRows) that only numpy indexing reads
@@ -177,7 +267,6 @@ def normalized_float(images: np.ndarray, mean=GRAY_MEAN, std=GRAY_STD, chunk: in
             torch.add(shift, part, alpha=float(scale), out=part)
         else:
             part.mul_(scale).add_(shift)
-    return flat.unsqueeze(1)
 
 
 def _uint8_tensor(images):
@@ -279,17 +368,20 @@ def oversampling_weights(targets: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.maximum(weights, 1.0)
 
 
-def augment_batch(x, generator, max_rotate_deg: float = 7.0, max_shift: float = 0.06, scale=(0.92, 1.08),
-                  contrast=(0.8, 1.2), brightness: float = 0.08, gamma=(1.0, 1.0)):
-    """Small random affine (rotation, scale, shift) and exposure jitter on a batch in [0, 1].
+def augment_batch(x, generator, **ranges):
+    """Small random affine (rotation, scale, shift) and exposure jitter on a batch in [0, 1]
+    (``draw_augmentation`` then ``apply_augmentation``)."""
+    return apply_augmentation(x, draw_augmentation(x.shape[0], generator, **ranges))
 
-    ``gamma``: range of a per-image gamma (x ** g, drawn log-uniformly) mimicking other detector response curves;
-    (1, 1) = off. No horizontal flips: the heart's side is anatomical information in a chest film.
-    """
+
+def draw_augmentation(b: int, generator, max_rotate_deg: float = 7.0, max_shift: float = 0.06, scale=(0.92, 1.08),
+                      contrast=(0.8, 1.2), brightness: float = 0.08, gamma=(1.0, 1.0)) -> dict:
+    """The random parameters of ``b`` images' augmentation, drawn from ``generator``: an affine (rotation, scale,
+    shift), a per-image gamma (x ** g, drawn log-uniformly, mimicking other detector response curves; (1, 1) =
+    off), contrast gain and brightness shift. No horizontal flips: the heart's side is anatomical information in
+    a chest film. Drawing is separate from applying so that batches prepared ahead by worker threads consume
+    the generator in batch order."""
     import torch
-    import torch.nn.functional as F
-
-    b = x.shape[0]
 
     def uniform(lo, hi):
         return torch.rand(b, generator=generator) * (hi - lo) + lo
@@ -299,12 +391,21 @@ def augment_batch(x, generator, max_rotate_deg: float = 7.0, max_shift: float = 
     tx, ty = uniform(-max_shift, max_shift) * 2, uniform(-max_shift, max_shift) * 2
     cos, sin = torch.cos(angle) * factor, torch.sin(angle) * factor
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    g = None
     if tuple(gamma) != (1.0, 1.0):
         g = torch.exp(uniform(math.log(gamma[0]), math.log(gamma[1]))).view(b, 1, 1, 1)
-        x = x.clamp(min=0.0).pow(g)
     gain = uniform(*contrast).view(b, 1, 1, 1)
     shift = uniform(-brightness, brightness).view(b, 1, 1, 1)
+    return {"theta": theta, "gamma": g, "gain": gain, "shift": shift}
+
+
+def apply_augmentation(x, draws: dict):
+    """``draw_augmentation``'s parameters applied to a batch in [0, 1] (B x 1 x S x S); the result is in [0, 1]."""
+    import torch.nn.functional as F
+
+    grid = F.affine_grid(draws["theta"], list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if draws["gamma"] is not None:
+        x = x.clamp(min=0.0).pow(draws["gamma"])
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    return ((x - mean) * gain + mean + shift).clamp_(0.0, 1.0)
+    return ((x - mean) * draws["gain"] + mean + draws["shift"]).clamp_(0.0, 1.0)

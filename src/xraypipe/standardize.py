@@ -167,7 +167,7 @@ class Normalization:
             raise ValueError(f"per-pixel statistics ({self.source or 'model file'}) are "
                              f"{self.mean.shape[0]}x{self.mean.shape[1]} but the {what} are {size}x{size}")
 
-    def apply(self, images: np.ndarray, chunk: int = 16, rows=None, out=None):
+    def apply(self, images: np.ndarray, chunk: int = 16, rows=None, out=None, threads: int | None = None):
         """uint8 images (B x S x S), or ``images[rows]`` of a (memory-mapped) array -> float32 tensor B x 1 x S x S
         (see ``xraypipe.data.normalized_float``; ``out``: a reusable float32 buffer)."""
         from xraypipe.data import normalized_float
@@ -175,9 +175,10 @@ class Normalization:
         if not hasattr(images, "shape"):
             images = np.asarray(images)
         if self.method == "per_image":
-            return self.apply_unit(normalized_float(images, 0.0, 1.0, chunk=chunk, rows=rows, out=out))
+            return self.apply_unit(normalized_float(images, 0.0, 1.0, chunk=chunk, rows=rows, out=out,
+                                                    threads=threads))
         self.check_size(images.shape[-1])
-        return normalized_float(images, self.mean, self.std, chunk=chunk, rows=rows, out=out)
+        return normalized_float(images, self.mean, self.std, chunk=chunk, rows=rows, out=out, threads=threads)
 
     def apply_unit(self, x):
         """The same transform on a float tensor already in [0, 1] (B x 1 x S x S), e.g. after augmentation."""

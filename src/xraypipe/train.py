@@ -330,6 +330,7 @@ def _train(dist: _Distributed, *, cache_dir, pathologies, variant, training, mod
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = bool(training.get("cudnn_benchmark", True))
     pin = bool(training.get("pin_memory", True)) and device.type == "cuda"
+    workers = int(training.get("num_workers", 0))  # batch-preparation threads (CacheBatches)
     pathologies = list(pathologies)
     seed = int(variant.get("seed", 0))
     main = dist.is_main
@@ -351,10 +352,10 @@ def _train(dist: _Distributed, *, cache_dir, pathologies, variant, training, mod
                                  world_size=dist.world_size, encoding=encoding,
                                  blank=variant.get("blank", "masked"), oversample=variant.get("oversample", False),
                                  targets_override=train_targets, augment_args=variant.get("augment_args"),
-                                 normalization=normalization, reuse_buffer=True)
+                                 normalization=normalization, reuse_buffer=True, workers=workers)
     # reuse_buffer: the loops below consume each batch before drawing the next (see CacheBatches)
     val_batches = CacheBatches(cache_dir, val_split, pathologies, batch_size=max(64, variant["batch_size"]),
-                               pin_memory=pin, normalization=normalization, reuse_buffer=True)
+                               pin_memory=pin, normalization=normalization, reuse_buffer=True, workers=workers)
     if len(train_batches.index) == 0 or len(val_batches.index) == 0:
         raise ValueError(f"{cache_dir}: empty train or val split")
     image_size = int(train_batches.images.shape[-1])
