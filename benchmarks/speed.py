@@ -10,11 +10,13 @@
 2. Epoch feed: float batches from ``xraypipe.data.CacheBatches`` over a 224x224 cache, against (a) a bare numpy
    read of the same memory map in the same shuffled, sorted-within-batch row order (the floor; target >= 0.5x)
    and (b) torchxrayvision's ``NIH_Dataset`` decoding and resizing the same PNGs per item (target >= 1000x).
-   Also shown, for information: the read + float32 conversion alone, and the loader with augmentation.
+   Each feed ratio is the median over ``--feed-rounds`` rounds of (floor time / loader time), the two measured
+   back to back in the same round. Also shown, for information: the read + float32 conversion alone, the loader
+   with 1 thread, with the torch-kernel fallback, with worker threads and with augmentation.
 3. No-op overhead: ``snakemake -n`` and ``dvc status`` in a scratch copy of the workflow whose config has
    ``--variants`` variants and whose outputs are all faked up to date (target < 5 s each).
 
-Each measurement is repeated ``--repeats`` times and the best is kept (the machine may be shared). Everything is
+Each other measurement is repeated ``--repeats`` times and the best is kept (the machine may be shared). Everything is
 written under a temporary directory (``--workdir`` to keep it). Nothing in the project's results/ is touched.
 """
 
