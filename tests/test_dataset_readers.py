@@ -160,10 +160,14 @@ def test_mura_errors(mura_twin, tmp_path):
 
 # ------------------------------------------------------------------------------------------- Kermany
 def test_kermany_file_names():
-    assert parse_file_name("person1_bacteria_1.jpeg") == ("person1", "bacteria", 1)
-    assert parse_file_name("person1946_virus_3385.jpeg") == ("person1946", "virus", 3385)
-    assert parse_file_name("IM-0115-0001.jpeg") == ("IM-0115", None, 1)
-    assert parse_file_name("NORMAL2-IM-0357-0001.jpeg") == ("NORMAL2-IM-0357", None, 1)
+    # every pattern of the real release (the shared README lists seven); the number orders a patient's images
+    assert parse_file_name("person1_bacteria_1.jpeg") == ("person1", "bacteria", 1000)
+    assert parse_file_name("person1946_virus_3385.jpeg") == ("person1946", "virus", 3385000)
+    assert parse_file_name("person1_virus_12_3.jpeg") == ("person1", "virus", 12003)
+    assert parse_file_name("IM-0115-0001.jpeg") == ("IM-0115", None, 1000)
+    assert parse_file_name("IM-0011-0001-0002.jpeg") == ("IM-0011", None, 1002)
+    assert parse_file_name("NORMAL2-IM-0357-0001.jpeg") == ("NORMAL2-IM-0357", None, 1000)
+    assert parse_file_name("NORMAL2-IM-0173-0001-0002.jpeg") == ("NORMAL2-IM-0173", None, 1002)
     assert parse_file_name("odd name.jpeg") == ("odd name", None, None)
 
 
@@ -180,6 +184,10 @@ def test_kermany_twin_patients_and_official_test(kermany_twin):
     assert (m["official_split"] == "train_val").sum() == summary["train"] + summary["val"]
     assert m["patient_id"].nunique() == summary["n_patients"]
     assert m.groupby("patient_id").size().max() > 1  # several images per patient, grouped
+    # as in the release, test/ numbers its patients independently of train/: the ids are namespaced by folder
+    bare = m["patient_id"].str.split("/", n=1).str[1]
+    assert set(bare[m["official_split"] == "test"]) & set(bare[m["official_split"] == "train_val"])
+    assert (m["patient_id"].str.split("/").str[0] == m["official_split"].map({"test": "test", "train_val": "train"})).all()
     pneu = m[m["Pneumonia"] == 1]
     assert ((pneu["Bacterial"] + pneu["Viral"]) == 1).all() and (m.loc[m["Pneumonia"] == 0, ["Bacterial", "Viral"]] == 0).all().all()
     s = assign_splits(m, val_fraction=0.25)

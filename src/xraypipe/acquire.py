@@ -36,11 +36,16 @@ DEFAULT_DIR = "data/downloads"
 
 
 def _file_name(entry: dict, index: int) -> str:
+    """The entry's file name in the download folder: a plain name, never a path (it must not point elsewhere)."""
     if entry.get("name"):
-        return entry["name"]
+        name = str(entry["name"])
+        if name in (".", "..") or "/" in name or "\\" in name or "\0" in name or name != name.strip():
+            raise DatasetFormatError(f"download.files[{index}].name: {name!r} is not a plain file name (no folders, "
+                                     "no '..'); downloads are kept in download.dir/<dataset>/")
+        return name
     source = entry.get("url") or ""
     name = os.path.basename(urllib.parse.urlparse(source).path)
-    if not name:
+    if not name or name in (".", "..") or "/" in name or "\\" in name:
         raise DatasetFormatError(f"download.files[{index}]: cannot derive a file name from {source!r}; set 'name'")
     return name
 

@@ -265,7 +265,8 @@ def train_detector(*, cache_dir, boxes_csv, resize: str, cfg: dict, out_model, o
     """The train_detector stage: train on the ``detector_train`` boxes of ``box_split`` and save the model."""
     import torch
 
-    from xraypipe.atomic import atomic_path, write_csv
+    from xraypipe.atomic import write_csv
+    from xraypipe.model_files import save_torch_file
     from xraypipe.preprocess import load_cache_index, load_cache_split
     from xraypipe.train import select_device
 
@@ -333,8 +334,7 @@ def train_detector(*, cache_dir, boxes_csv, resize: str, cfg: dict, out_model, o
                 "train_seconds": round(seconds, 2), "threads": int(threads), "device": str(device),
                 "box_split": counts}
     model.to("cpu")
-    with atomic_path(out_model) as tmp:
-        torch.save({"state_dict": model.state_dict(), "metadata": metadata}, tmp)
+    save_torch_file({"state_dict": model.state_dict(), "metadata": metadata}, out_model)
     write_csv(out_history, pd.DataFrame(history, columns=None if history else ["epoch", "loss", "lr", "seconds"]))
     return {k: metadata[k] for k in ("findings", "trained", "architecture", "backbone", "epochs", "train_seconds")} | {
         "detector_train": {k: counts["detector_train"][k] for k in ("boxes", "images", "patients")},
@@ -347,7 +347,9 @@ def load_detector(path):
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: trained detector not found (run the train_detector rule first)")
-    saved = torch.load(path, map_location="cpu", weights_only=False)
+    from xraypipe.model_files import load_torch_file
+
+    saved = load_torch_file(path, "detector file")
     meta = saved["metadata"]
     # the state dict holds any pretrained values: rebuild without fetching weights, with the same BatchNorm kind
     model = build_detector(meta["findings"], meta["image_size"], architecture=meta["architecture"],

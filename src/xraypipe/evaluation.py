@@ -52,7 +52,8 @@ def evaluate(test_csv, val_csv, cfg: dict, out_json, thresholds_json) -> dict:
         raise KeyError(f"{val_csv}: labels {prediction_labels(val)} differ from {test_csv}'s {pathologies}")
     result = evaluate_predictions(test, pathologies, n_boot=cfg.get("bootstrap_samples", 1000),
                                   level=cfg.get("ci_level", 0.95), seed=cfg.get("seed", 0),
-                                  unit=cfg.get("bootstrap_unit", "patient"))
+                                  unit=cfg.get("bootstrap_unit", "patient"),
+                                  min_positives=cfg.get("min_test_positives", 0))
     method = cfg.get("threshold_method", "youden")
     report = classification_report(test, val, pathologies, method)
     result["classification"] = report

@@ -66,14 +66,19 @@ def bootstrap_weights(n_items: int, n_boot: int, seed: int, groups=None) -> np.n
     return group_counts[:, codes]
 
 
+TOO_FEW_POSITIVES = "too few positives"
+
+
 def bootstrap_auroc(y_true, y_score, *, labels, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
-                    groups=None) -> dict:
+                    groups=None, min_positives: int = 0) -> dict:
     """Per-label and mean AUROC with percentile bootstrap CIs.
 
     ``y_true``/``y_score``: N x L arrays (NaN label = unknown, excluded for that label). ``groups``:
     optional patient ids; the bootstrap then resamples patients, because images of one patient are
     correlated and an image-level bootstrap would give too narrow intervals. The same resamples are
     used for every label, so the CI of the mean AUROC accounts for the correlation between labels.
+    A label with fewer than ``min_positives`` positives gets no AUROC (``status``: "too few positives") and is left
+    out of the mean: an AUROC from a handful of positives is noise with a CI too wide to read.
     """
     y = np.asarray(y_true, dtype=float)
     s = np.asarray(y_score, dtype=float)
@@ -86,15 +91,19 @@ def bootstrap_auroc(y_true, y_score, *, labels, n_boot: int = 1000, level: float
     reps = np.full((len(weights), len(labels)), np.nan)
     for j, label in enumerate(labels):
         known = ~np.isnan(y[:, j])
-        point[j] = auroc(y[known, j], s[known, j])
+        n_positive = int((y[known, j] == 1).sum())
+        too_few = n_positive < min_positives
+        point[j] = np.nan if too_few else auroc(y[known, j], s[known, j])
         if n_boot and not np.isnan(point[j]):
             reps[:, j] = _auroc_weighted(y[known, j], s[known, j], weights[:, known])
         lo, hi = _percentiles(reps[:, j], alpha) if n_boot else (np.nan, np.nan)
         result["labels"][label] = {
             "auroc": _clean(point[j]), "ci_low": _clean(lo), "ci_high": _clean(hi),
-            "n": int(known.sum()), "n_positive": int((y[known, j] == 1).sum()),
+            "n": int(known.sum()), "n_positive": n_positive,
             "n_boot_valid": int(np.isfinite(reps[:, j]).sum()) if n_boot else 0,
         }
+        if too_few:
+            result["labels"][label]["status"] = TOO_FEW_POSITIVES
     defined = ~np.isnan(point)
     mean_point = float(point[defined].mean()) if defined.any() else float("nan")
     if n_boot and defined.any():
@@ -104,6 +113,7 @@ def bootstrap_auroc(y_true, y_score, *, labels, n_boot: int = 1000, level: float
         lo = hi = float("nan")
     result["mean"] = {"auroc": _clean(mean_point), "ci_low": _clean(lo), "ci_high": _clean(hi),
                       "n_labels": int(defined.sum())}
+    result["min_positives"] = int(min_positives)
     return result
 
 
@@ -121,12 +131,13 @@ def _clean(value) -> float | None:
 
 
 def evaluate_predictions(predictions: pd.DataFrame, pathologies, *, n_boot: int, level: float, seed: int,
-                         unit: str = "patient") -> dict:
+                         unit: str = "patient", min_positives: int = 0) -> dict:
     """Metrics JSON for one predictions table (columns ``label_<P>``, ``prob_<P>``, ``patient_id``)."""
     y = predictions[[f"label_{p}" for p in pathologies]].to_numpy(dtype=float)
     s = predictions[[f"prob_{p}" for p in pathologies]].to_numpy(dtype=float)
     groups = predictions["patient_id"].astype(str).to_numpy() if unit == "patient" else None
-    result = bootstrap_auroc(y, s, labels=list(pathologies), n_boot=n_boot, level=level, seed=seed, groups=groups)
+    result = bootstrap_auroc(y, s, labels=list(pathologies), n_boot=n_boot, level=level, seed=seed, groups=groups,
+                             min_positives=min_positives)
     result["n_images"] = int(len(predictions))
     result["n_patients"] = int(predictions["patient_id"].nunique())
     return result

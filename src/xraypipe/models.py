@@ -142,10 +142,18 @@ def _conv_bn_relu(nn, cin, cout, kernel=3, batchnorm=True):
 
 @MODELS.register("small_cnn")
 def build_small_cnn(num_classes: int, in_channels: int = 1, weights: str | None = None, widths=(16, 32, 64, 128),
-                    dropout: float = 0.2):
-    """Four conv-BN-ReLU-maxpool blocks, global average pooling and one linear layer (CAM-compatible)."""
+                    dropout: float = 0.2, stem: int = 0):
+    """Four conv-BN-ReLU-maxpool blocks, global average pooling and one linear layer (CAM-compatible).
+
+    ``stem`` > 0 puts one stride-2 conv-BN-ReLU with that many channels first: it halves the resolution the
+    blocks see, which makes 128-224 px inputs affordable on a CPU (the full-resolution convs dominate the cost).
+    """
     nn = _nn()
     layers, channels = [], in_channels
+    if stem:
+        layers += [nn.Conv2d(channels, stem, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(stem),
+                   nn.ReLU(inplace=True)]
+        channels = stem
     for width in widths:
         layers += _conv_bn_relu(nn, channels, width) + _conv_bn_relu(nn, width, width) + [nn.MaxPool2d(2)]
         channels = width

@@ -21,6 +21,8 @@ import numpy as np
 from xraypipe.standardize import Normalization
 
 DISPLAY_SIZE = 448
+MIN_SIDE = 16             # px: smaller images hold no radiograph worth a score
+MAX_ASPECT = 4.0          # longer side / shorter side: beyond it an image is no chest film (and resizing would smear it)
 COLOR_SPREAD_LIMIT = 12.0  # mean |R-G|, |G-B| on 0..255 above which an image is a colour photograph, not a film
 
 
@@ -30,22 +32,21 @@ class PredictError(ValueError):
 
 def load_model(model_path: Path):
     """(model, metadata), with clear errors for a missing file or a file that is not a trained xraypipe model."""
-    import torch
-
-    from xraypipe.train import load_trained_model
+    from xraypipe.model_files import ModelFileError, load_torch_file
+    from xraypipe.train import model_from_saved
 
     if not model_path.exists():
         raise PredictError(f"{model_path}: model file not found (train the variant first, e.g. snakemake "
                            f"results/models/<dataset>/<variant>/model.pt)")
     try:
-        saved = torch.load(model_path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # pickle/zip errors come in many types
-        raise PredictError(f"{model_path}: not a PyTorch file ({type(exc).__name__}: {exc})") from None
+        saved = load_torch_file(model_path)
+    except ModelFileError as exc:
+        raise PredictError(str(exc)) from None
     if not isinstance(saved, dict) or "metadata" not in saved or "state_dict" not in saved:
         hint = " (this is a resume checkpoint; use the finished model.pt)" if isinstance(saved, dict) and \
             "fingerprint" in saved else ""
         raise PredictError(f"{model_path}: not a trained xraypipe model (no metadata/state_dict){hint}")
-    return load_trained_model(model_path)
+    return model_from_saved(saved)
 
 
 def load_thresholds(path: Path, pathologies) -> dict:
@@ -75,6 +76,12 @@ def check_image_kind(path: Path, allow_color: bool = False) -> None:
         with Image.open(path) as image:
             if getattr(image, "n_frames", 1) > 1:
                 raise PredictError(f"{path}: has {image.n_frames} frames; expected a single radiograph")
+            width, height = image.size
+            if min(width, height) < MIN_SIDE:
+                raise PredictError(f"{path}: {width} x {height} px is too small to score (at least {MIN_SIDE} px a side)")
+            if max(width, height) / min(width, height) > MAX_ASPECT:
+                raise PredictError(f"{path}: {width} x {height} px has an aspect ratio beyond {MAX_ASPECT:g}:1; "
+                                   "not a radiograph")
             if image.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr") and not allow_color:
                 image.draft("RGB", (256, 256))
                 rgb = np.asarray(image.convert("RGB").resize((128, 128)), dtype=np.float32)

@@ -10,6 +10,12 @@ import numpy as np
 import pandas as pd
 
 from xraypipe.atomic import write_csv, write_text
+from xraypipe.metrics import TOO_FEW_POSITIVES
+
+
+# columns of the AUROC table that are not a label's AUROC (its CI columns end in _ci_low/_ci_high)
+AUROC_FIXED_COLUMNS = {"dataset", "variant", "kind", "n_test_images", "n_test_patients", "mean_auroc", "mean_ci_low",
+                       "mean_ci_high", "too_few_positives"}
 
 
 def auroc_table(metric_files: dict[tuple[str, str], str | Path]) -> pd.DataFrame:
@@ -20,10 +26,14 @@ def auroc_table(metric_files: dict[tuple[str, str], str | Path]) -> pd.DataFrame
         row = {"dataset": dataset, "variant": variant, "n_test_images": metrics["n_images"],
                "n_test_patients": metrics["n_patients"], "mean_auroc": metrics["mean"]["auroc"],
                "mean_ci_low": metrics["mean"]["ci_low"], "mean_ci_high": metrics["mean"]["ci_high"]}
+        too_few = []
         for label, values in metrics["labels"].items():
             row[label] = values["auroc"]
             row[f"{label}_ci_low"] = values["ci_low"]
             row[f"{label}_ci_high"] = values["ci_high"]
+            if values.get("status") == TOO_FEW_POSITIVES:
+                too_few.append(f"{label} ({values['n_positive']})")
+        row["too_few_positives"] = "; ".join(too_few)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -37,9 +47,7 @@ def _fmt(value, digits=3) -> str:
 def auroc_markdown(table: pd.DataFrame, ci_level: float = 0.95) -> str:
     """AUROC [CI] per cell; pathologies as columns. Published and difference rows (``kind``) show the value only;
     seed summaries show mean ± sd."""
-    fixed = {"dataset", "variant", "kind", "n_test_images", "n_test_patients", "mean_auroc", "mean_ci_low",
-             "mean_ci_high"}
-    labels = [c for c in table.columns if c not in fixed and not c.endswith(("_ci_low", "_ci_high", "_sd"))]
+    labels = [c for c in table.columns if c not in AUROC_FIXED_COLUMNS and not c.endswith(("_ci_low", "_ci_high", "_sd"))]
     header = ["dataset", "variant", "test images (patients)", "mean AUROC"] + labels
     lines = [f"AUROC on the test split, {int(round(ci_level * 100))}% bootstrap CI in brackets.", "",
              "| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|"]
@@ -48,7 +56,9 @@ def auroc_markdown(table: pd.DataFrame, ci_level: float = 0.95) -> str:
         if kind == "measured":
             n = f"{int(r['n_test_images'])} ({int(r['n_test_patients'])})"
             cells = [f"{_fmt(r['mean_auroc'])} [{_fmt(r['mean_ci_low'])}, {_fmt(r['mean_ci_high'])}]"]
-            cells += [f"{_fmt(r[p])} [{_fmt(r[f'{p}_ci_low'])}, {_fmt(r[f'{p}_ci_high'])}]" for p in labels]
+            too_few = _too_few_positives(r)
+            cells += [f"{TOO_FEW_POSITIVES} ({too_few[p]})" if p in too_few
+                      else f"{_fmt(r[p])} [{_fmt(r[f'{p}_ci_low'])}, {_fmt(r[f'{p}_ci_high'])}]" for p in labels]
         elif kind == "seeds":
             n = ""
             cells = [f"{_fmt(r[c])} ± {_fmt(r.get(f'{c}_sd'))}" for c in ["mean_auroc", *labels]]
@@ -61,7 +71,22 @@ def auroc_markdown(table: pd.DataFrame, ci_level: float = 0.95) -> str:
         lines += ["", REFERENCE_NOTE]
     if (table.get("kind", pd.Series("measured", index=table.index)).eq("measured") & table["n_test_images"].eq(0)).any():
         lines += ["", NO_TEST_NOTE]
+    if any(_too_few_positives(r) for _, r in table.iterrows()):
+        lines += ["", TOO_FEW_NOTE]
     return "\n".join(lines) + "\n"
+
+
+def _too_few_positives(row) -> dict[str, str]:
+    """label -> its test positive count, for the labels a row reports as too few positives to score."""
+    text = row.get("too_few_positives")
+    if not isinstance(text, str) or not text:
+        return {}
+    return {item.rsplit(" (", 1)[0]: item.rsplit(" (", 1)[1].rstrip(")") for item in text.split("; ")}
+
+
+TOO_FEW_NOTE = (
+    f"'{TOO_FEW_POSITIVES} (n)': the test split holds n positives of that finding, fewer than "
+    "evaluation.min_test_positives; no AUROC is given for it and it is left out of the mean.")
 
 
 NO_TEST_NOTE = (
@@ -90,9 +115,7 @@ def with_auroc_references(table: pd.DataFrame, readers: dict | None = None, grou
 
     table = table.copy()
     table.insert(2, "kind", "measured")
-    fixed = {"dataset", "variant", "kind", "n_test_images", "n_test_patients", "mean_auroc", "mean_ci_low",
-             "mean_ci_high"}
-    labels = [c for c in table.columns if c not in fixed and not c.endswith(("_ci_low", "_ci_high"))]
+    labels = [c for c in table.columns if c not in AUROC_FIXED_COLUMNS and not c.endswith(("_ci_low", "_ci_high"))]
     extra = []
     for dataset, measured in table.groupby("dataset", sort=False):
         refs = AUROC_REFERENCES_BY_READER.get((readers or {}).get(dataset), {})

@@ -26,11 +26,12 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from xraypipe.atomic import atomic_path, write_csv
+from xraypipe.atomic import write_csv
 from xraypipe.data import CacheBatches
 from xraypipe.encodings import ENCODINGS, eval_labels
 from xraypipe.losses import build_loss
 from xraypipe.metrics import auroc
+from xraypipe.model_files import CorruptModelFileError, load_torch_file, move_aside, save_torch_file
 from xraypipe.models import build_model
 from xraypipe.standardize import PIXEL_STATS_NAME, Normalization, apply_init
 
@@ -247,14 +248,14 @@ def _train_seed_ensemble(dist, members: int, *, variant, model_out, history_out,
         folder = work / f"seed{seed + i}"
         member_model = folder / "model.pt"
         key = _member_key(member, common)
-        saved = torch.load(member_model, map_location="cpu", weights_only=False) if member_model.exists() else None
+        saved = _load_or_move_aside(member_model, "finished ensemble member") if member_model.exists() else None
         if saved is None or saved.get("member_key") != key:
             print(f"ensemble member {i + 1}/{members} (seed {seed + i})", flush=True)
             _train(dist, variant=member, model_out=member_model, history_out=folder / "history.csv",
                    checkpoint_path=folder / "last.pt", on_epoch_end=on_epoch_end, **common)
-            saved = torch.load(member_model, map_location="cpu", weights_only=False)
-            with atomic_path(member_model) as tmp:  # marks the member finished for exactly this run definition
-                torch.save({**saved, "member_key": key}, tmp)
+            saved = load_torch_file(member_model)
+            # marks the member finished for exactly this run definition
+            save_torch_file({**saved, "member_key": key}, member_model)
         states.extend(saved.get("ensemble_state_dicts") or [saved["state_dict"]])
         metas.append(saved["metadata"])
         histories.append(pd.read_csv(folder / "history.csv").assign(member_seed=seed + i))
@@ -272,8 +273,7 @@ def _train_seed_ensemble(dist, members: int, *, variant, model_out, history_out,
                            reuse_buffer=True)
     probs, y_val, m_val = predict_batches(model, batches, torch.device("cpu"))
     metadata["best_val_mean_auroc"] = mean_auroc(y_val, m_val, probs)
-    with atomic_path(model_out) as tmp:
-        torch.save(saved, tmp)
+    save_torch_file(saved, model_out)
     write_csv(history_out, history)
     print(f"ensemble of {members} seeds: val_mean_auroc {metadata['best_val_mean_auroc']:.4f} "
           f"(members {', '.join(f'{v:.4f}' for v in metadata['member_best_val_mean_auroc'])})", flush=True)
@@ -399,8 +399,8 @@ def _train(dist: _Distributed, *, cache_dir, pathologies, variant, training, mod
     state = {"epoch": 0, "history": [], "best_metric": -np.inf, "best_state": None, "best_epoch": 0, "top": []}
     top_k = int(variant.get("ensemble_top_k", 1))
     patience = variant.get("early_stopping_patience")
-    if checkpoint_path.exists():
-        saved = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    saved = _load_or_move_aside(checkpoint_path, "resume checkpoint") if checkpoint_path.exists() else None
+    if saved is not None:
         if saved.get("fingerprint") == fingerprint:
             model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
@@ -477,9 +477,8 @@ def _train(dist: _Distributed, *, cache_dir, pathologies, variant, training, mod
         state["epoch"] = epoch
         print(f"epoch {epoch}: train_loss {row['train_loss']:.4f} val_loss {val_loss:.4f} "
               f"val_mean_auroc {val_auroc:.4f}{' (best)' if improved else ''} [{row['seconds']:.1f}s]", flush=True)
-        with atomic_path(checkpoint_path) as tmp:
-            torch.save({"fingerprint": fingerprint, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), **state}, tmp)
+        save_torch_file({"fingerprint": fingerprint, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), **state}, checkpoint_path)
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
         dist.barrier()
@@ -499,11 +498,10 @@ def _train(dist: _Distributed, *, cache_dir, pathologies, variant, training, mod
         "classes_per_label": classes_per_label,
     }
     write_csv(history_out, pd.DataFrame(state["history"]))
-    with atomic_path(model_out) as tmp:
-        saved_model = {"state_dict": state["best_state"], "metadata": metadata}
-        if top_k > 1 and state["top"]:
-            saved_model["ensemble_state_dicts"] = [t["state"] for t in state["top"]]
-        torch.save(saved_model, tmp)
+    saved_model = {"state_dict": state["best_state"], "metadata": metadata}
+    if top_k > 1 and state["top"]:
+        saved_model["ensemble_state_dicts"] = [t["state"] for t in state["top"]]
+    save_torch_file(saved_model, model_out)
     # Finished: the resume checkpoint has served its purpose (a forced rerun must start afresh).
     checkpoint_path.unlink(missing_ok=True)
     if train_targets is not None:  # u_selftrained: round 1 is done with too
@@ -511,6 +509,18 @@ def _train(dist: _Distributed, *, cache_dir, pathologies, variant, training, mod
 
         shutil.rmtree(checkpoint_path.parent / "selftrain_round1", ignore_errors=True)
     return state["history"][-1]
+
+
+def _load_or_move_aside(path: Path, what: str):
+    """The object in a resume file, or None after moving an unreadable (truncated, corrupt) one aside: a killed
+    write must not block every rerun. An unsafe file is an error, never loaded."""
+    try:
+        return load_torch_file(path, what)
+    except CorruptModelFileError as exc:
+        target = move_aside(path)
+        print(f"warning: {exc}; moved it to {target.name} and starting this run afresh", flush=True)
+        log.warning("%s; moved to %s", exc, target)
+        return None
 
 
 def positive_score_model(model, classes_per_label: int):
@@ -636,8 +646,7 @@ def load_trained_model(model_path: str | Path, device=None, ensemble: bool = Tru
     model_path = Path(model_path)
     if not model_path.exists():
         raise FileNotFoundError(f"{model_path}: trained model not found (run the train rule for it first)")
-    saved = torch.load(model_path, map_location="cpu", weights_only=False)
-    return model_from_saved(saved, device, ensemble)
+    return model_from_saved(load_torch_file(model_path), device, ensemble)
 
 
 def model_from_saved(saved: dict, device=None, ensemble: bool = True):

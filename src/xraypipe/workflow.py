@@ -81,7 +81,7 @@ STAGE_PARAMS = {
               "training.distributed"],
     "predict": ["training.device"],
     "evaluate": ["evaluation.bootstrap_samples", "evaluation.ci_level", "evaluation.bootstrap_unit", "evaluation.seed",
-                 "evaluation.threshold_method"],
+                 "evaluation.threshold_method", "evaluation.min_test_positives"],
     "table": ["experiment", "evaluation.ci_level", "datasets", "variants"],
     "localize": ["evaluation.localization", "datasets.{dataset}.preprocess", "training.device"],
     # issue 8: the detector trains on the box split and its training keys (not on max_images, the heatmap keys or

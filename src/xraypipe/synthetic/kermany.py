@@ -2,7 +2,9 @@
 
 File names follow the release: ``IM-<PPPP>-<SSSS>.jpeg`` and ``NORMAL2-IM-<PPPP>-<SSSS>.jpeg`` for normal
 patients, ``person<N>_bacteria_<K>.jpeg`` / ``person<N>_virus_<K>.jpeg`` for pneumonia (``K`` a running image
-number). Test patients are disjoint from train patients; the ``val`` folder (Kaggle copy; ``val_images: 0``
+number; ``..._<K>_<J>`` and ``IM-<PPPP>-<SSSS>-<JJJJ>`` for some, as in the release). Test patients are disjoint
+from train patients but, as in the release, numbered independently: ``person3`` of ``test/`` is not
+``person3`` of ``train/``. The ``val`` folder (Kaggle copy; ``val_images: 0``
 gives the Mendeley layout without it) holds a few images of *train* patients, as the Kaggle copy does.
 Images are chest phantoms (JPEG); pneumonia images show consolidation (plus infiltrates when bacterial).
 """
@@ -50,6 +52,7 @@ def generate_kermany_synthetic(out_dir: str | os.PathLike, params: dict) -> dict
     n_test = min(max(int(round(p["test_fraction"] * n)), 1), n - 1)
     test = set(int(i) + 1 for i in perm[:n_test])
     image_no = 0
+    number = {"train": 0, "test": 0}  # patient numbers run per folder, as in the release
     files = []  # (split, class, name, pixels-args)
     for pid in range(1, n + 1):
         r = rng_for(p["seed"], _TAG_PATIENT, pid)
@@ -58,13 +61,19 @@ def generate_kermany_synthetic(out_dir: str | os.PathLike, params: dict) -> dict
         normal2 = r.random() < 0.5
         k = int(r.integers(p["images_per_patient"][0], p["images_per_patient"][1] + 1))
         split = "test" if pid in test else "train"
+        number[split] += 1
+        num = number[split]
+        sub_numbered = r.random() < 0.3  # the release's <K>_<J> / <S>-<J> names
         for t in range(k):
             if pneumonia:
                 image_no += 1
-                name = f"person{pid}_{'bacteria' if bacterial else 'virus'}_{image_no}.jpeg"
+                kind = "bacteria" if bacterial else "virus"
+                sub = f"_{t + 1}" if sub_numbered and not bacterial else ""
+                name = f"person{num}_{kind}_{image_no}{sub}.jpeg"
                 findings = ("Pneumonia", "Infiltration") if bacterial else ("Pneumonia",)
             else:
-                name = f"{'NORMAL2-' if normal2 else ''}IM-{pid:04d}-{t + 1:04d}.jpeg"
+                series = f"0001-{t + 1:04d}" if sub_numbered else f"{t + 1:04d}"
+                name = f"{'NORMAL2-' if normal2 else ''}IM-{num:04d}-{series}.jpeg"
                 findings = ()
             files.append([split, "PNEUMONIA" if pneumonia else "NORMAL", name, pid, t, findings])
     train_idx = [i for i, f in enumerate(files) if f[0] == "train"]
