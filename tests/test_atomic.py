@@ -36,3 +36,37 @@ def test_csv_and_json_writers(tmp_path):
     write_json(tmp_path / "t.json", {"b": 1})
     assert (tmp_path / "t.csv").read_text() == "a\n1\n2\n"
     assert (tmp_path / "t.json").read_text().strip() == '{\n  "b": 1\n}'
+
+
+def test_rerun_removes_a_killed_writers_temporaries_but_not_a_live_ones(tmp_path):
+    """A SIGKILL mid-write leaves '.test.npy.tmp-<pid>-XXXX.npy' (e.g. 53 MB of cache): the next write of the same
+    file removes it; a temporary of a process that is still running is left alone."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from xraypipe.atomic import write_text
+
+    target = tmp_path / "cache" / "test.npy"
+    target.parent.mkdir()
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    live = target.parent / f".test.npy.tmp-{child.pid}-live.npy"
+    live.write_bytes(b"in progress")
+    child_dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    child_dead.wait()
+    dead = target.parent / f".test.npy.tmp-{child_dead.pid}-dead.npy"
+    dead.write_bytes(b"x" * 1000)
+    dead_dir = target.parent / f".test.npy.tmp-{child_dead.pid}-dir"
+    dead_dir.mkdir()
+    other = target.parent / f".train.npy.tmp-{child_dead.pid}-other.npy"  # another file's: its own writer cleans it
+    other.write_bytes(b"y")
+    try:
+        write_text(target, "done")
+        assert target.read_text() == "done"
+        assert not dead.exists() and not dead_dir.exists()
+        assert live.exists() and other.exists()
+        assert sorted(p.name for p in target.parent.iterdir()) == sorted([target.name, live.name, other.name])
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()

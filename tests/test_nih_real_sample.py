@@ -104,3 +104,16 @@ def test_overlay_runs_end_to_end_on_the_real_images(sample_root, tmp_path):
     print(table)
     assert "too few positives (" in table and "| nih_sample | resnet18 | 310 (" in table
     assert "| nih_sample | resnet18 |" in proc.stdout  # the table is printed when the run ends
+
+
+def test_errors_name_the_users_folder_not_the_results_link(sample_root, tmp_path):
+    from xraypipe.datasets import DatasetFormatError
+
+    cfg = validate_config(overlay_config(sample_root), source="config/nih_real_sample.yaml")
+    ds = {**cfg["datasets"]["nih_sample"], "missing_images": "error"}
+    prepare_raw(ds, tmp_path / "raw")
+    with pytest.raises(DatasetFormatError) as info:
+        make_splits(ds, tmp_path / "raw", tmp_path / "m.csv", tmp_path / "s.csv")
+    message = str(info.value)
+    assert str(tmp_path / "raw") not in message
+    assert str((sample_root / "images").resolve()) in message and "missing_images: drop" in message

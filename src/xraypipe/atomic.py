@@ -15,9 +15,49 @@ from pathlib import Path
 from typing import Iterator
 
 
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}.tmp-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries that killed writers of ``path`` left beside it (``.<name>.tmp-<pid>-*`` whose pid is
+    no longer running on this host); a live writer's temporary is left alone. The removed paths."""
+    path = Path(path)
+    prefix = _temp_prefix(path)
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    for entry in path.parent.iterdir():
+        if not entry.name.startswith(prefix):
+            continue
+        pid = entry.name[len(prefix):].split("-", 1)[0]
+        if not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+        removed.append(entry)
+    return removed
+
+
 def _temp_sibling(path: Path, *, directory: bool) -> Path:
+    """A new temporary beside ``path``, named after it and this process (so a rerun can tell a killed writer's
+    leftovers, which it removes first, from a live one's)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{path.name}.tmp-"
+    remove_stale_temporaries(path)
+    prefix = f"{_temp_prefix(path)}{os.getpid()}-"
     if directory:
         return Path(tempfile.mkdtemp(prefix=prefix, dir=path.parent))
     fd, name = tempfile.mkstemp(prefix=prefix, dir=path.parent, suffix=path.suffix)

@@ -58,13 +58,36 @@ def prepare_raw(dataset_cfg: dict, out_dir: str | Path) -> dict:
     return {"linked_from": str(root)}
 
 
+def in_user_paths(message: str, raw_dir: str | Path, dataset_cfg: dict) -> str:
+    """``message`` with paths inside ``results/raw/<dataset>`` written as the user's own files: a linked local
+    folder's entries by their real path, an extracted archive's members as ``<archive> (member ...)``."""
+    raw_dir = Path(raw_dir)
+    if not raw_dir.is_dir():
+        return message
+    for entry in sorted(raw_dir.iterdir(), key=lambda e: -len(e.name)):  # longest names first
+        if entry.is_symlink():
+            message = message.replace(str(entry), os.path.realpath(entry))
+    root = dataset_cfg.get("root")
+    if dataset_cfg.get("source") == "local" and root:
+        root = Path(root).expanduser().resolve()
+        if root.is_dir():
+            message = message.replace(str(raw_dir), str(root))
+        elif root.is_file() and str(raw_dir) in message:
+            message = message.replace(f"{raw_dir}/", "").replace(str(raw_dir), ".")
+            message = f"{root} (extracted into {raw_dir}): {message}"
+    return message
+
+
 def make_splits(dataset_cfg: dict, raw_dir: str | Path, manifest_out, summary_out) -> pd.DataFrame:
     reader = datasets.READERS.get(dataset_cfg["reader"])
     pathologies = dataset_cfg.get("pathologies") or list(reader.pathologies)
     options = {key: dataset_cfg[key] for key in reader.options if dataset_cfg.get(key) is not None}
-    manifest = reader.read(raw_dir, pathologies=pathologies, views=dataset_cfg.get("views"),
-                           missing_images=dataset_cfg.get("missing_images", "error"), **options)
-    validate_manifest(manifest, pathologies, source=str(raw_dir), allow_uncertain=reader.has_uncertain)
+    try:
+        manifest = reader.read(raw_dir, pathologies=pathologies, views=dataset_cfg.get("views"),
+                               missing_images=dataset_cfg.get("missing_images", "error"), **options)
+        validate_manifest(manifest, pathologies, source=str(raw_dir), allow_uncertain=reader.has_uncertain)
+    except DatasetFormatError as exc:
+        raise DatasetFormatError(in_user_paths(str(exc), raw_dir, dataset_cfg)) from None
     if manifest.empty:
         raise DatasetFormatError(f"{raw_dir}: no images left after filtering (views={dataset_cfg.get('views')})")
     split_cfg = dataset_cfg.get("split") or {}
