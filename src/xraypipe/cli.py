@@ -33,16 +33,21 @@ def resolve_config(args) -> dict:
     return load_config(args.config)
 
 
-def run(main) -> None:
-    """Call ``main()``; print known errors as one clear line (naming the file/key) and exit 1."""
+def run(main, results_dir: str = "results") -> None:
+    """Claim ``results_dir`` for this engine run (:mod:`xraypipe.writer_lock`), call ``main()``; print known errors
+    as one clear line (naming the file/key) and exit 1."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from xraypipe.datasets import DatasetFormatError
+    from xraypipe.model_files import ModelFileError
     from xraypipe.preprocess import ImageDecodeError
     from xraypipe.splits import SplitLeakageError
+    from xraypipe.writer_lock import ResultsBusyError, claim_results
 
     try:
+        claim_results(results_dir)
         main()
-    except (ConfigError, DatasetFormatError, ImageDecodeError, SplitLeakageError, FileNotFoundError) as exc:
+    except (ConfigError, DatasetFormatError, ImageDecodeError, SplitLeakageError, FileNotFoundError,
+            ResultsBusyError, ModelFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
     except (ValueError, KeyError) as exc:
