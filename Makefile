@@ -7,7 +7,7 @@ CORES ?= 8
 # Jobs call `python`, `snakemake` and `dvc` from the project's environment.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run test test-fast lock clean system-deps slurm-profile bench
+.PHONY: setup run test test-fast test-real lock clean system-deps slurm-profile bench
 
 setup: $(STAMP)
 
@@ -25,6 +25,11 @@ test: setup system-deps
 
 test-fast: setup
 	pytest -m "not slow"
+
+# The full real-data recipes on ../shared/data (the Kermany recipe trains ~30 min on 2 cores): run before releasing
+# a recipe change; not part of `make test` (CI).
+test-real: setup
+	pytest --run-real -m real -s
 
 # (benchmark-only packages, benchmarks/requirements.txt, stay out of the lock)
 BENCH_ONLY := $(shell sed -n 's/^\([A-Za-z0-9_.-]*\)==.*/\1/p' benchmarks/requirements.txt | paste -sd'|')

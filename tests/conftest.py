@@ -25,3 +25,17 @@ def project_root() -> Path:
 @pytest.fixture(autouse=True)
 def _few_threads(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "2"))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-real", action="store_true", default=False,
+                     help="also run the real-data recipe runs (marker 'real'; tens of minutes; `make test-real`)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-real"):
+        return
+    skip = pytest.mark.skip(reason="real-data recipe run: `make test-real` (pytest --run-real)")
+    for item in items:
+        if "real" in item.keywords:
+            item.add_marker(skip)

@@ -131,3 +131,59 @@ def test_real_jpegs_are_3_channel_gray_and_cached_as_one_channel(raw, tmp_path):
     train = np.load(tmp_path / "cache" / "train.npy", mmap_mode="r")
     assert train.shape == (len(m), 64, 64) and train.dtype == np.uint8 and len(index) == len(m)
     assert 40 < float(train.mean()) < 200
+
+
+def _workflow_config(shared_data, **split) -> dict:
+    base = yaml.safe_load((ROOT / "config.yaml").read_text())
+    cfg = local_recipe(shared_data, **split)
+    return {**base, "experiment": cfg["experiment"], "datasets": {**base["datasets"], "kermany": cfg["datasets"]["kermany"]},
+            "variants": {**base.get("variants", {}), **RECIPE["variants"]}, "training": RECIPE.get("training", {})}
+
+
+@pytest.mark.slow
+def test_pipeline_runs_on_the_real_zip_shrunk(tmp_path, shared_data):
+    """The whole chain (extract, manifest, cache, train, predict, evaluate, table) on the real zip, with the recipe
+    shrunk to one seed, one epoch and 64 px; a patient-wise stand-in test split so that the table has a row."""
+    from workflow_copy import BIN, make_workflow_copy, run
+
+    cfg = _workflow_config(shared_data, test_fraction=0.2)
+    cfg["datasets"]["kermany"]["preprocess"] = {"image_size": 64, "resize": "stretch"}
+    cfg["variants"]["pneumonia_recipe"].update(epochs=1, ensemble_seeds=1)
+    cfg["evaluation"] = {"bootstrap_samples": 100}
+    wf = make_workflow_copy(tmp_path / "wf", cfg)
+    proc = run([str(BIN / "snakemake"), "--cores", "2", "results/tables/auroc.csv"], wf, timeout=1200)
+    summary = pd.read_csv(wf / "results/splits/kermany.summary.csv").set_index("split")
+    assert summary["images"].sum() == 5216 and summary["Pneumonia"].sum() == 3875
+    manifest = pd.read_csv(wf / "results/splits/kermany.csv", dtype={"patient_id": str})
+    assert manifest.groupby("patient_id")["split"].nunique().max() == 1
+    metrics = yaml.safe_load((wf / "results/metrics/kermany/pneumonia_recipe.json").read_text())
+    assert metrics["n_images"] == summary.loc["test", "images"] and metrics["mean_auroc"] > 0.8
+    assert "| kermany | pneumonia_recipe |" in proc.stdout
+
+
+@pytest.mark.real
+def test_full_recipe_on_the_real_train_split(tmp_path, shared_data):
+    """config/kermany.yaml as shipped, on the shared train-only zip (validation carved by patient, no test split):
+    trains on 2 CPU cores within 30 minutes and reaches validation AUROC >= 0.97. Prints the validation figures."""
+    import csv
+    import json
+
+    from workflow_copy import BIN, make_workflow_copy, run
+
+    wf = make_workflow_copy(tmp_path / "wf", _workflow_config(shared_data))
+    proc = run([str(BIN / "snakemake"), "--cores", "2", "results/tables/auroc.csv"], wf, timeout=3600)
+    assert "the source has no test split" in proc.stdout
+    with open(wf / "results/benchmarks/train/kermany/pneumonia_recipe.tsv") as f:
+        seconds = float(next(csv.DictReader(f, delimiter="\t"))["s"])
+    metrics = json.loads((wf / "results/metrics/kermany/pneumonia_recipe.json").read_text())
+    val = pd.read_csv(wf / "results/predictions/kermany/pneumonia_recipe/val.csv")
+    threshold = json.loads((wf / "results/models/kermany/pneumonia_recipe/thresholds.json").read_text())
+    t = threshold["thresholds"]["Pneumonia"]
+    y, p = val["label_Pneumonia"].to_numpy(), val["prob_Pneumonia"].to_numpy()
+    for name, cut in (("validation-chosen", t), ("0.5", 0.5)):
+        print(f"val accuracy at {name} threshold {cut:.3f}: {((p >= cut) == y).mean():.4f} "
+              f"(sensitivity {(p[y == 1] >= cut).mean():.4f}, specificity {(p[y == 0] < cut).mean():.4f})")
+    print(f"training {seconds:.0f} s; validation AUROC {metrics['validation_mean_auroc']:.4f} on {len(val)} images")
+    assert seconds <= 1800, f"training took {seconds:.0f} s (> 30 minutes on this machine)"
+    assert metrics["validation_mean_auroc"] >= 0.97
+    assert ((p >= t) == y).mean() >= 0.92

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .contract import DatasetFormatError
-from .nih import _apply_missing_policy, _read_csv, _read_text  # noqa: F401  (re-exported)
+from .nih import _apply_missing_policy, _read_csv, _read_text, csv_error  # noqa: F401  (re-exported)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -25,7 +25,7 @@ def read_csv(path: Path, *, header: bool = True, names=None, required=()) -> pd.
             frame = pd.read_csv(io.StringIO(_read_text(path)), dtype=str, keep_default_na=False, header=None,
                                 names=names)
         except pd.errors.ParserError as exc:
-            raise DatasetFormatError(f"{path}: malformed CSV ({exc})") from None
+            raise csv_error(path, exc) from None
         except pd.errors.EmptyDataError:
             frame = pd.DataFrame(columns=names)
     missing = [c for c in required if c not in frame.columns]

@@ -48,7 +48,7 @@ def read_mura(root: str | os.PathLike, *, pathologies=None, views=None, missing_
     root = Path(root)
     base = find_dataset_dir(root, "train_image_paths.csv")
     pathologies = list(pathologies or PATHOLOGIES)
-    rows = []
+    rows, seen = [], {}
     for prefix, split in SPLITS:
         paths_csv, studies_csv = base / f"{prefix}_image_paths.csv", base / f"{prefix}_labeled_studies.csv"
         for f in (paths_csv, studies_csv):
@@ -67,15 +67,17 @@ def read_mura(root: str | os.PathLike, *, pathologies=None, views=None, missing_
                                          f"{studies_csv.name}")
             if m[2] not in BODY_PARTS:
                 raise DatasetFormatError(f"{paths_csv}: line {line}: unknown body part {m[2]!r}; known: {', '.join(BODY_PARTS)}")
-            rows.append({"image_id": strip_release_dir(base, rel), "path": str(relative_to_base(base, rel)),
+            image_id = strip_release_dir(base, rel)
+            if image_id in seen:
+                raise DatasetFormatError(f"{paths_csv}: line {line}: image {rel!r} listed twice (first: "
+                                         f"{seen[image_id]})")
+            seen[image_id] = f"{paths_csv.name} line {line}"
+            rows.append({"image_id": image_id, "path": str(relative_to_base(base, rel)),
                          "patient_id": m[3], "follow_up": int(m[5]) - 1, "view": "", "sex": "", "age": np.nan,
                          "official_split": split, "study_id": study, "body_part": m[2], "Abnormal": labels[study]})
     manifest = pd.DataFrame(rows)
     if manifest.empty:
         raise DatasetFormatError(f"{base}: no images listed")
-    dup = manifest["image_id"].duplicated()
-    if dup.any():
-        raise DatasetFormatError(f"{base}: image {manifest.loc[dup, 'image_id'].iloc[0]!r} listed twice")
     if body_parts:
         unknown = [b for b in body_parts if b not in BODY_PARTS]
         if unknown:

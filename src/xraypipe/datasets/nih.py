@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -50,11 +51,23 @@ def _read_text(path: Path) -> str:
         raise DatasetFormatError(f"{path}: cannot read ({exc})") from None
 
 
+def csv_error(path: Path, exc: Exception) -> DatasetFormatError:
+    """One line naming the file and, where pandas says it, the line: 'Expected 10 fields in line 3, saw 11'."""
+    text = " ".join(str(exc).split())
+    m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", text)
+    if m:
+        return DatasetFormatError(f"{path}: line {m[2]}: {m[3]} fields where the header has {m[1]}")
+    m = re.search(r"line (\d+)", text)
+    return DatasetFormatError(f"{path}: {'line ' + m[1] + ': ' if m else ''}malformed CSV ({text})")
+
+
 def _read_csv(path: Path) -> pd.DataFrame:
     try:
         return pd.read_csv(io.StringIO(_read_text(path)), dtype=str, keep_default_na=False)
     except pd.errors.ParserError as exc:
-        raise DatasetFormatError(f"{path}: malformed CSV ({exc})") from None
+        raise csv_error(path, exc) from None
+    except pd.errors.EmptyDataError:
+        raise DatasetFormatError(f"{path}: empty file (no header line)") from None
 
 
 def _parse_age(value: str) -> float:
@@ -95,10 +108,12 @@ def read_nih(root: str | os.PathLike, *, pathologies=None, views=None, missing_i
                 raise DatasetFormatError(f"{entry_path}: line {row + 2}: unknown finding {finding!r} in 'Finding Labels'")
             labels[row, col_of[finding]] = 1.0
 
-    try:
-        follow_up = entries["Follow-up #"].astype(int)
-    except ValueError as exc:
-        raise DatasetFormatError(f"{entry_path}: column 'Follow-up #' is not an integer ({exc})") from None
+    follow_up = []
+    for row, value in enumerate(entries["Follow-up #"]):
+        try:
+            follow_up.append(int(value.strip()))
+        except ValueError:
+            raise DatasetFormatError(f"{entry_path}: line {row + 2}: 'Follow-up #' {value!r} is not an integer") from None
     ages = []
     for row, value in enumerate(entries["Patient Age"]):
         try:
@@ -118,9 +133,10 @@ def read_nih(root: str | os.PathLike, *, pathologies=None, views=None, missing_i
     })
     for p in pathologies:
         manifest[p] = labels[:, col_of[p]]
-    if manifest["image_id"].duplicated().any():
-        dup = manifest.loc[manifest["image_id"].duplicated(), "image_id"].iloc[0]
-        raise DatasetFormatError(f"{entry_path}: duplicate 'Image Index' {dup!r}")
+    dup = manifest["image_id"].duplicated().to_numpy()
+    if dup.any():
+        row = int(np.flatnonzero(dup)[0])
+        raise DatasetFormatError(f"{entry_path}: line {row + 2}: duplicate 'Image Index' {manifest['image_id'].iloc[row]!r}")
 
     manifest["official_split"] = _official_split(root, manifest["image_id"])
     if views:
@@ -172,7 +188,7 @@ def read_nih_boxes(path: str | os.PathLike) -> pd.DataFrame:
     frame = frame.loc[:, [c for c in frame.columns if not c.startswith("Unnamed")]]
     expected = ["Image Index", "Finding Label", "Bbox [x", "y", "w", "h]"]
     if list(frame.columns[:6]) != expected:
-        raise DatasetFormatError(f"{path}: expected header {','.join(expected)}, found {','.join(frame.columns)}")
+        raise DatasetFormatError(f"{path}: line 1: expected header {','.join(expected)!r}, found {','.join(frame.columns)!r}")
     boxes = pd.DataFrame({
         "image_id": frame["Image Index"].str.strip(),
         "finding": frame["Finding Label"].str.strip().replace(_BOX_FINDING_ALIASES),
