@@ -4,7 +4,7 @@ import re
 
 import yaml
 
-TEST_ONLY = {"pytest", "pytest-timeout", "setuptools"}
+TEST_ONLY = {"pytest", "pytest-timeout", "setuptools", "hypothesis"}
 
 
 def _pins(lines):

@@ -137,8 +137,7 @@ def claim_results(results_dir: str | os.PathLike = "results", run: dict | None =
             held = None
         if held and held.get("run") == run["run"]:
             return held
-        engines = {held.get("engine"), run["engine"]} if held else set()
-        if held and (len(engines) > 1 or "manual" in engines) and _holds(held):
+        if held and held.get("engine") != run["engine"] and _holds(held):
             raise ResultsBusyError(
                 f"{results}/ is being written by {_describe(held)}; this {run['engine']} run would overwrite its "
                 f"files. Wait for it to finish (or stop it) and run again; {claim_path} names the holder.")
