@@ -15,7 +15,7 @@ from workflow_copy import BIN, load_tiny_config, make_workflow_copy, run
 
 def _dataset(share: float) -> dict:
     return {"reader": "chexpert", "source": "synthetic",
-            "synthetic": {"seed": 7, "n_patients": 500, "n_valid_patients": 120, "studies": [1, 2], "image_size": 64,
+            "synthetic": {"seed": 7, "n_patients": 500, "n_valid_patients": 200, "studies": [1, 2], "image_size": 64,
                           "difficulty": 0.3, "uncertain_fraction": 0.5, "uncertain_positive_share": share,
                           "lateral_fraction": 0.0},
             "pathologies": ["Cardiomegaly"], "views": ["PA", "AP"], "split": {"val_fraction": 0.2},
