@@ -116,3 +116,25 @@ def test_download_names_are_plain_file_names(tmp_path, name):
     with pytest.raises(DatasetFormatError, match=r"download\.files\[0\]\.name: .* is not a plain file name"):
         prepare_download(cfg, tmp_path / "work" / "raw" / "kermany")
     assert not (tmp_path / "elsewhere").exists() and not (tmp_path / "dl").exists()
+
+
+def test_yaml_syntax_error_is_reported_with_file_and_line(tmp_path):
+    """An overlay (or config.yaml) with a syntax error: the project's reader and Snakemake itself name the file,
+    line and column (Snakemake reads --configfile before any workflow code; xraypipe.snakemake_hooks wraps it)."""
+    import subprocess
+    import sys
+
+    from workflow_copy import BIN, env
+    from xraypipe.config import ConfigError, read_config_file
+
+    bad = tmp_path / "overlay.yaml"
+    bad.write_text("datasets:\n  kermany:\n    source: local\n    root: [data/kermany\n  split: {}\n")
+    with pytest.raises(ConfigError, match=r"overlay\.yaml, line 5, column 8: not valid YAML"):
+        read_config_file(bad)
+
+    (tmp_path / "Snakefile").write_text("rule all:\n    shell: 'true'\n")
+    for cmd in ([str(BIN / "snakemake")], [sys.executable, "-m", "snakemake"]):
+        proc = subprocess.run(cmd + ["-n", "--configfile", str(bad)], cwd=tmp_path, env=env(),
+                              capture_output=True, text=True, timeout=120)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0 and f"{bad}, line 5, column 8: not valid YAML" in out, out[-2000:]

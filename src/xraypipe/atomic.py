@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from xraypipe.fault_injection import kill_point
+
 
 def _temp_prefix(path: Path) -> str:
     return f".{path.name}.tmp-"
@@ -71,8 +73,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     final = Path(path)
     tmp = _temp_sibling(final, directory=False)
     try:
+        kill_point("start", final, tmp)
         yield tmp
+        kill_point("torn", final, tmp)
+        kill_point("rename", final, tmp)
         os.replace(tmp, final)
+        kill_point("after", final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -85,10 +91,14 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     final = Path(path)
     tmp = _temp_sibling(final, directory=True)
     try:
+        kill_point("start", final, tmp)
         yield tmp
+        kill_point("torn", final, tmp)
+        kill_point("rename", final, tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
+        kill_point("after", final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

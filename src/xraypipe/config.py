@@ -133,6 +133,15 @@ def _check_references(config: dict, source: str) -> None:
         raise ConfigError("\n".join(problems))
 
 
+def yaml_error_line(path: str | Path, exc: yaml.YAMLError) -> str:
+    """One line naming the file, line and column of a YAML syntax error: ``a.yaml, line 3, column 5: <problem>``."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    return f"{path}{where}: not valid YAML: {problem}" + (f" ({context})" if context else "")
+
+
 def read_config_file(path: str | Path) -> dict:
     """config.yaml (or an overlay) as written, not validated; errors name the file."""
     path = Path(path)
@@ -141,7 +150,7 @@ def read_config_file(path: str | Path) -> dict:
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(yaml_error_line(path, exc)) from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     return raw
