@@ -107,3 +107,14 @@ def test_other_inputs_take_the_numpy_path():
     _close(normalized_float(flipped, rows=np.array([0, 2, 5]), chunk=2),
            _reference(flipped[[0, 2, 5]], GRAY_MEAN, GRAY_STD))
     _close(normalized_float(images.astype(np.float32), chunk=4), _reference(images, GRAY_MEAN, GRAY_STD))
+
+
+def test_training_never_draws_a_batch_of_one_image(tmp_path):
+    """33 training images in batches of 8: a last batch of one would crash BatchNorm (train mode), so that image
+    waits for another epoch's permutation; evaluation (no shuffle) still sees every image."""
+    _cache(tmp_path, n=33)
+    train = CacheBatches(tmp_path, "train", PATHOLOGIES, batch_size=8, shuffle=True, seed=3)
+    sizes = [len(rows) for *_, rows in train]
+    assert sizes == [8, 8, 8, 8] and len(train) == 4
+    evaluation = CacheBatches(tmp_path, "train", PATHOLOGIES, batch_size=8)
+    assert [len(rows) for *_, rows in evaluation] == [8, 8, 8, 8, 1] and len(evaluation) == 5

@@ -95,7 +95,9 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         kill_point("torn", final, tmp)
         kill_point("rename", final, tmp)
-        if final.exists():
+        if final.is_symlink() or final.is_file():
+            final.unlink()
+        elif final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
         kill_point("after", final)

@@ -106,7 +106,12 @@ class CacheBatches:
     def __len__(self) -> int:
         n = len(self.index)
         full, rest = divmod(n, self.batch_size)
-        return full + (1 if rest >= self.world_size else 0)
+        return full + (1 if rest >= self._smallest_batch() else 0)
+
+    def _smallest_batch(self) -> int:
+        """The fewest images a (last) batch may hold: one per rank; two per rank when training (shuffle), as
+        BatchNorm cannot normalise a single image (that image waits for the next epoch's permutation)."""
+        return self.world_size * (2 if self.shuffle and self.batch_size > 1 else 1)
 
     def _epoch_rows(self):
         """This epoch's batches as row positions: a seeded permutation (or oversampling draw), sorted within each
@@ -120,9 +125,9 @@ class CacheBatches:
             order = rng.permutation(n) if self.shuffle else np.arange(n)
         for start in range(0, n, self.batch_size):
             rows = np.sort(order[start:start + self.batch_size])
+            if len(rows) < self._smallest_batch():
+                continue
             if self.world_size > 1:
-                if len(rows) < self.world_size:
-                    continue
                 rows = rows[self.rank::self.world_size]
             yield rows
 

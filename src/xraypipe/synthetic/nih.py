@@ -22,14 +22,14 @@ from __future__ import annotations
 import copy
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
 
 import numpy as np
 from PIL import Image
+
+from xraypipe.atomic import atomic_dir
 
 from .phantom import BOX_FRAME, FINDINGS, NIH_BOX_SIZE_STATS, ImageSpec, render_radiograph, rng_for
 
@@ -235,16 +235,13 @@ def generate_nih_synthetic(out_dir: str | os.PathLike, params: dict) -> dict:
     """Write a synthetic NIH ChestX-ray14 twin into out_dir; return a small summary dict
     (n_images, n_patients, counts per finding, n_boxes).
 
-    Everything is written into a temporary sibling directory that replaces ``out_dir`` only at the end,
-    so no half-written output survives an exception. Same params -> byte-identical files.
+    Everything is written into a temporary sibling directory that replaces ``out_dir`` only at the end
+    (xraypipe.atomic: a killed run's leftover is removed by the next). Same params -> byte-identical files.
     """
     p = resolve_params(params)
     records = build_records(p)
     test_patients = split_patients(p, (r.patient_id for r in records))
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         images = tmp / "images"
         images.mkdir()
         entry_lines = [DATA_ENTRY_HEADER]
@@ -268,23 +265,6 @@ def generate_nih_synthetic(out_dir: str | os.PathLike, params: dict) -> dict:
         train = [r.image_index for r in records if r.patient_id not in test_patients]
         (tmp / "train_val_list.txt").write_text("".join(f"{n}\n" for n in sorted(train)))
         (tmp / "test_list.txt").write_text("".join(f"{n}\n" for n in sorted(test)))
-        if out.is_dir() and not out.is_symlink():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, trash / out.name)
-            try:
-                os.replace(tmp, out)
-            except BaseException:
-                os.replace(trash / out.name, out)  # put the previous output back
-                raise
-            finally:
-                shutil.rmtree(trash, ignore_errors=True)
-        else:
-            if out.exists() or out.is_symlink():
-                out.unlink()
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {
         "n_images": len(records),
         "n_patients": p["n_patients"],
