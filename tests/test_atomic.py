@@ -70,3 +70,32 @@ def test_rerun_removes_a_killed_writers_temporaries_but_not_a_live_ones(tmp_path
     finally:
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
+
+
+@pytest.mark.parametrize("phase,temp_bytes", [("start", 0), ("torn", 500), ("rename", 1000), ("after", None)])
+def test_a_kill_point_kills_at_its_phase_and_the_next_write_cleans_up(tmp_path, phase, temp_bytes):
+    """xraypipe.fault_injection in one process: SIGKILL at the armed phase of the n-th matching write; what it leaves
+    is what the fault-injection suite's reruns must repair."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from xraypipe.atomic import write_text
+
+    script = ("from xraypipe.atomic import atomic_path\n"
+              "for i in range(3):\n"
+              "    with atomic_path('out/a.bin') as tmp:\n"
+              "        tmp.write_bytes(bytes(1000))\n")
+    env = dict(os.environ, XRAYPIPE_KILL_AT=f"{phase}:out/*.bin#2")
+    env.pop("XRAYPIPE_KILL_GROUP", None)  # not this test's group: only the writer dies
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    temps = list((tmp_path / "out").glob(".a.bin.tmp-*"))
+    assert (tmp_path / "out/a.bin").exists()  # the first write completed, the second was killed
+    if temp_bytes is None:
+        assert temps == []
+    else:
+        assert len(temps) == 1 and temps[0].stat().st_size == temp_bytes
+    write_text(tmp_path / "out/a.bin", "next")
+    assert os.listdir(tmp_path / "out") == ["a.bin"]
