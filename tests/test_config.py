@@ -99,7 +99,7 @@ def test_config_to_json_script_names_the_bad_file_and_leaves_no_output(project_r
     out = tmp_path / "results" / "config.json"
     proc = subprocess.run([sys.executable, str(project_root / "scripts" / "config_to_json.py"), "--config", str(bad),
                            "--out", str(out)], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1 and f"{bad}: not valid YAML" in proc.stderr, proc.stderr
+    assert proc.returncode == 1 and f"{bad}, line 2, column 1: not valid YAML" in proc.stderr, proc.stderr
     assert not out.exists()
     good = tmp_path / "good.yaml"
     good.write_text((project_root / "config.yaml").read_text())

@@ -9,17 +9,15 @@ import pandas as pd
 import pytest
 import torch
 
+from xraypipe.boxes import box_split, false_positives, score_boxes, split_signature, summarise
 from xraypipe.detection import (
-    box_split,
     boxes_to_masks,
     build_detector,
     classifier_positive,
     condition_on_classifier,
     predict_boxes,
-    split_signature,
     targets_for,
 )
-from xraypipe.localization import false_positives, score_boxes, summarise
 from xraypipe.tables import iobb_table, write_iobb_table
 
 FINDINGS = ["Atelectasis", "Mass", "Nodule"]

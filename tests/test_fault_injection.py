@@ -5,8 +5,9 @@ One uninterrupted run of a shrunk tiny config is prepared once (module fixture).
 forces the stage that owns the kill point (and so everything downstream) with ``--forcerun``, and arms one kill
 point of the atomic writers (xraypipe.fault_injection): Snakemake and all its jobs die by SIGKILL at that moment.
 The recovery is what a user does: ``snakemake --unlock`` (Snakemake's own lock survives a kill) and the same
-command again (profiles/default sets rerun-incomplete; a complete checkpoint left by the kill is resumed from). Then every metric, table, prediction, model, cache and
-figure file is compared byte for byte with the prepared run, and no temporary may be left anywhere in results/.
+command again (profiles/default sets rerun-incomplete; a complete checkpoint left by the kill is resumed from).
+Then every metric, table, prediction, model, cache and figure file is compared byte for byte with the prepared
+run, and no temporary may be left anywhere in results/.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from xraypipe.localization import (cam_layers, false_positives, heatmaps, heuristic_box, iobb, iou, map_box,
-                                   score_boxes, summarise, threshold_boxes)
+from xraypipe.boxes import false_positives, iobb, iou, map_box, score_boxes, summarise
+from xraypipe.localization import cam_layers, heatmaps, heuristic_box, threshold_boxes
 from xraypipe.models import build_model
 from xraypipe.preprocess import load_image
 

@@ -63,5 +63,7 @@ def test_make_slurm_profile_makes_the_documented_command_work(tmp_path):
     after = subprocess.run(cmd, cwd=wf, env=e, capture_output=True, text=True, timeout=300)
     out = after.stdout + after.stderr
     assert after.returncode == 0, out[-3000:]
-    assert re.search(r"Using profile \S*slurm for setting default command line arguments", out), out[:2000]
+    # with the workflow's own profile (profiles/default) beside it
+    assert re.search(r"Using profiles \S*slurm and workflow specific profile profiles/default for setting default "
+                     r"command line arguments", out), out[:2000]
     assert re.search(r"train\s+2", out), out[-2000:]

@@ -9,7 +9,8 @@ import torch
 
 from xraypipe.config import ConfigError, validate_config
 from xraypipe.data import CacheBatches
-from xraypipe.standardize import (IMAGENET_GRAY, STD_FLOOR, Normalization, apply_init, load_pixel_stats, pixel_stats,
+from xraypipe.models import apply_init
+from xraypipe.standardize import (IMAGENET_GRAY, STD_FLOOR, Normalization, load_pixel_stats, pixel_stats,
                                   write_pixel_stats)
 
 PATHOLOGIES = ["Mass", "Effusion"]

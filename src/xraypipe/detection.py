@@ -18,13 +18,13 @@ trained on the NIH ground-truth boxes (seed 004's detection variant).
   parts, and the Grad-CAM boxes are scored on the same scoring part.
 - Inference (``detect``): up to ``max_per_finding`` boxes per finding with score >= ``score_threshold``, kept only
   for the findings the classifier predicts positive at its validation-chosen thresholds (thresholds.json);
-  scored with ``xraypipe.localization``'s ``score_boxes`` / ``false_positives`` / ``summarise``, both
+  scored with ``xraypipe.boxes``' ``score_boxes`` / ``false_positives`` / ``summarise`` (as the Grad-CAM boxes are),
+  both
   conditioned and unconditioned.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -33,17 +33,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from xraypipe.boxes import boxed_findings, scoring_split
+
 DETECTORS = ("maskrcnn", "fasterrcnn")
 BACKBONES = {"resnet18": [64, 128, 256, 512], "resnet34": [64, 128, 256, 512],
              "resnet50": [256, 512, 1024, 2048], "resnet101": [256, 512, 1024, 2048]}
 IMAGE_MEAN = [0.485, 0.456, 0.406]  # ImageNet statistics (gray replicated to 3 channels)
 IMAGE_STD = [0.229, 0.224, 0.225]
-ROLES = ("detector_train", "scoring", "not_scored")
 DETECTOR_DEFAULTS = {"architecture": "maskrcnn", "backbone": "resnet18", "weights": None, "backbone_weights": None,
                      "fpn_channels": 64, "epochs": 6, "batch_size": 8, "lr": 0.01, "weight_decay": 0.0001,
                      "seed": 0, "score_threshold": 0.05, "max_per_finding": 3}
-SPLIT_DEFAULTS = {"min_train_images": 50, "train_fraction": 0.5, "seed": 0}
-
 
 # ------------------------------------------------------------------------------------------------ the model
 def build_detector(findings, image_size: int, *, architecture: str = "maskrcnn", backbone: str = "resnet18",
@@ -151,99 +150,6 @@ def to_input(image):
 
 
 # ------------------------------------------------------------------------------------------------ box split
-def box_split(truth: pd.DataFrame, index: pd.DataFrame, *, min_train_images: int = 50, train_fraction: float = 0.5,
-              seed: int = 0, max_images: int | None = None) -> tuple[pd.DataFrame, dict]:
-    """Assign every ground-truth box (``boxes_in_cache_frame`` rows) a ``role``: detector_train, scoring or
-    not_scored (scoring images beyond ``max_images``, in cache order). Patient-wise throughout.
-
-    The train/val splits' boxed images train the detector and the test split's are scored, unless the train/val
-    splits hold fewer than ``min_train_images`` boxed images: then the boxed test patients are shuffled (``seed``)
-    and the first ``train_fraction`` of them (at least one, and at least one left for scoring when there are two)
-    join the detector's training boxes. Returns (boxes with ``patient_id`` and ``role``, counts).
-    """
-    cols = ["image_id", "finding", "x", "y", "w", "h", "split", "cache_row"]
-    missing = [c for c in cols if c not in truth.columns]
-    if missing:
-        raise ValueError(f"box_split: the boxes lack column(s) {missing}")
-    boxes = truth[cols].merge(index[["image_id", "patient_id"]].astype({"patient_id": str}), on="image_id",
-                              how="left")
-    if boxes["patient_id"].isna().any():
-        raise ValueError(f"box_split: image {boxes.loc[boxes['patient_id'].isna(), 'image_id'].iloc[0]!r} has a box "
-                         "but no row in the cache index")
-    boxes = boxes.sort_values(["split", "cache_row", "finding", "x", "y"], kind="stable").reset_index(drop=True)
-    in_training_splits = boxes["split"] != "test"
-    n_train_images = boxes.loc[in_training_splits, "image_id"].nunique()
-    role = np.where(in_training_splits, "detector_train", "scoring").astype(object)
-    fallback = n_train_images < int(min_train_images)
-    moved: list[str] = []
-    if fallback:
-        patients = sorted(boxes.loc[~in_training_splits, "patient_id"].unique())
-        if patients:
-            order = np.random.default_rng(int(seed)).permutation(len(patients))
-            k = int(round(float(train_fraction) * len(patients)))
-            k = min(max(k, 1), len(patients) - 1) if len(patients) > 1 else 0
-            moved = [patients[i] for i in order[:k]]
-            role[(~in_training_splits & boxes["patient_id"].isin(moved)).to_numpy()] = "detector_train"
-    boxes["role"] = role
-    if max_images is not None:
-        scoring = boxes[boxes["role"] == "scoring"]
-        kept = scoring.sort_values("cache_row", kind="stable")["cache_row"].drop_duplicates().tolist()[: int(max_images)]
-        boxes.loc[(boxes["role"] == "scoring") & ~boxes["cache_row"].isin(kept), "role"] = "not_scored"
-    counts = {"source": (f"test-split patients (train/val splits had only {n_train_images} boxed images < "
-                         f"min_train_images {int(min_train_images)})") if fallback else "train/val splits",
-              "fallback": bool(fallback), "moved_test_patients": len(moved)}
-    for name in ROLES:
-        part = boxes[boxes["role"] == name]
-        counts[name] = {"boxes": int(len(part)), "images": int(part["image_id"].nunique()),
-                        "patients": int(part["patient_id"].nunique()),
-                        "per_finding": {f: {"boxes": int(len(g)), "images": int(g["image_id"].nunique()),
-                                            "patients": int(g["patient_id"].nunique())}
-                                        for f, g in part.groupby("finding")}}
-    counts["detector_train"]["signature"] = split_signature(boxes[boxes["role"] == "detector_train"])
-    return boxes, counts
-
-
-def split_signature(boxes: pd.DataFrame) -> str:
-    """A short hash of the sorted (image, finding) pairs of a box set (detect checks the model was trained on the
-    split it recomputes)."""
-    keys = sorted(f"{a}|{b}" for a, b in zip(boxes["image_id"], boxes["finding"]))
-    return hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
-
-
-def _split_kwargs(cfg: dict) -> dict:
-    split = {**SPLIT_DEFAULTS, **(cfg.get("box_split") or {})}
-    return {"min_train_images": int(split["min_train_images"]), "train_fraction": float(split["train_fraction"]),
-            "seed": int(split["seed"])}
-
-
-def load_boxes(boxes_csv, index: pd.DataFrame, image_size: int, resize: str, findings) -> pd.DataFrame:
-    """The dataset's ground-truth boxes in the cache frame (empty when the dataset has no box file)."""
-    from xraypipe.datasets.nih import read_nih_boxes
-    from xraypipe.localization import boxes_in_cache_frame
-
-    empty = pd.DataFrame(columns=["image_id", "finding", "x", "y", "w", "h", "split", "cache_row"])
-    boxes_csv = Path(boxes_csv) if boxes_csv else None
-    if boxes_csv is None or not boxes_csv.exists():
-        return empty
-    raw = read_nih_boxes(boxes_csv)
-    truth = boxes_in_cache_frame(raw[raw["finding"].isin(findings)], index, image_size, resize)
-    return truth if len(truth) else empty
-
-
-def scoring_split(boxes_csv, index: pd.DataFrame, image_size: int, resize: str, findings, cfg: dict,
-                  cap: bool = True):
-    """(all boxes with roles, counts) for the localization config ``cfg`` (evaluation.localization): the split the
-    localize, train_detector and detect stages share. ``cap``: apply ``cfg['max_images']`` to the scoring images
-    (train_detector does not: the cap changes only what is scored)."""
-    truth = load_boxes(boxes_csv, index, image_size, resize, findings)
-    return box_split(truth, index, max_images=int(cfg.get("max_images", 200)) if cap else None, **_split_kwargs(cfg))
-
-
-def boxed_findings(index: pd.DataFrame) -> list[str]:
-    from xraypipe.datasets.nih import BOXED_FINDINGS
-
-    return [f for f in BOXED_FINDINGS if f in index.columns]
-
 
 # ------------------------------------------------------------------------------------------------ training
 def _images(cache_dir, rows: pd.DataFrame) -> np.ndarray:
@@ -427,7 +333,7 @@ def detect(*, detector_path, cache_dir, boxes_csv, predictions_csv, thresholds_j
     import torch
 
     from xraypipe.atomic import write_csv, write_json
-    from xraypipe.localization import IOBB_THRESHOLDS, false_positives, score_boxes, summarise
+    from xraypipe.boxes import IOBB_THRESHOLDS, false_positives, score_boxes, summarise
     from xraypipe.preprocess import load_cache_index, load_cache_split
     from xraypipe.train import select_device
 

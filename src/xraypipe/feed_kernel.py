@@ -16,7 +16,7 @@ thread and passing the GIL. Two guards make the parallel kernel safe to call fro
   fork, and numba terminates a child that uses a parent's OpenMP threads (torch has the same limitation).
 
 ``available()`` is False where numba cannot be imported (or ``XRAYPIPE_NO_NUMBA=1``);
-``xraypipe.data.normalized_float`` then takes the torch path, which gives the same values to float32 rounding.
+``xraypipe.standardize.normalized_float`` then takes the torch path, which gives the same values to float32 rounding.
 """
 
 from __future__ import annotations

@@ -22,68 +22,14 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-IOBB_THRESHOLDS = (0.1, 0.25, 0.5, 0.75, 0.9)
-BOX_FRAME = 1024.0  # NIH BBox_List_2017.csv coordinates are in the 1024 x 1024 frame of the released PNGs
+from xraypipe.boxes import (IOBB_THRESHOLDS, boxed_findings, false_positives, mean_box_sizes, score_boxes,
+                            scoring_split, summarise)
+
 HEATMAP_METHODS = ("gradcam", "cam")
 BOX_METHODS = ("threshold", "heuristic")
 
 
 # ------------------------------------------------------------------------------------------------ geometry
-def box_area(box) -> float:
-    return max(0.0, float(box[2])) * max(0.0, float(box[3]))
-
-
-def intersection(a, b) -> float:
-    w = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
-    h = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
-    return max(0.0, w) * max(0.0, h)
-
-
-def iou(a, b) -> float:
-    inter = intersection(a, b)
-    union = box_area(a) + box_area(b) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def iobb(detected, truth) -> float:
-    """Intersection over the *detected* box's area (Wang et al. 2017)."""
-    area = box_area(detected)
-    return intersection(detected, truth) / area if area > 0 else 0.0
-
-
-def map_box(box, image_size: tuple[int, int], cache_size: int, resize: str = "pad",
-            frame: tuple[float, float] | None = (BOX_FRAME, BOX_FRAME)) -> tuple[float, float, float, float]:
-    """Map a box from the annotation frame to the cache frame, mirroring ``preprocess.resize_square``.
-
-    ``image_size`` is the stored image's (width, height). ``frame`` is the (width, height) the box coordinates
-    refer to (NIH: 1024 x 1024, the released PNGs' size); None means the image's own pixel frame. ``resize``:
-    pad (letterbox: centred on a black square of the longer side), crop (centre square of the shorter side) or
-    stretch. The result is clipped to the cache square.
-    """
-    width, height = image_size
-    x, y, w, h = (float(v) for v in box)
-    if frame is not None:
-        sx, sy = width / frame[0], height / frame[1]
-        x, y, w, h = x * sx, y * sy, w * sx, h * sy
-    if resize == "stretch" or width == height:
-        kx, ky = cache_size / width, cache_size / height
-        ox = oy = 0.0
-    elif resize == "pad":
-        side = max(width, height)
-        kx = ky = cache_size / side
-        ox, oy = (side - width) // 2, (side - height) // 2  # PIL paste offsets (integers)
-    elif resize == "crop":
-        side = min(width, height)
-        kx = ky = cache_size / side
-        ox, oy = -((width - side) // 2), -((height - side) // 2)
-    else:
-        raise ValueError(f"unknown resize mode {resize!r}")
-    x0, y0 = (x + ox) * kx, (y + oy) * ky
-    x1, y1 = (x + w + ox) * kx, (y + h + oy) * ky
-    x0, x1 = np.clip([x0, x1], 0, cache_size)
-    y0, y1 = np.clip([y0, y1], 0, cache_size)
-    return float(x0), float(y0), float(x1 - x0), float(y1 - y0)
-
 
 # ------------------------------------------------------------------------------------------------ heatmaps
 def cam_layers(model):
@@ -245,102 +191,8 @@ def heuristic_box(heat: np.ndarray, mean_size: tuple[float, float], levels=(0.2,
 
 
 # ------------------------------------------------------------------------------------------------ scoring
-def score_boxes(truth: pd.DataFrame, detected: pd.DataFrame, thresholds=IOBB_THRESHOLDS) -> pd.DataFrame:
-    """Per ground-truth box: the best IoBB and IoU over the detected boxes of the same image and finding.
-
-    ``truth``: image_id, finding, x, y, w, h; ``detected``: the same columns (several boxes per pair allowed).
-    Adds ``best_iobb``, ``best_iou`` and ``hit_<T>`` (best IoBB > T) columns.
-    """
-    det = {k: g[["x", "y", "w", "h"]].to_numpy(float) for k, g in detected.groupby(["image_id", "finding"])}
-    best_iobb, best_iou = [], []
-    for row in truth.itertuples(index=False):
-        gt = (row.x, row.y, row.w, row.h)
-        boxes = det.get((row.image_id, row.finding), np.zeros((0, 4)))
-        best_iobb.append(max((iobb(b, gt) for b in boxes), default=0.0))
-        best_iou.append(max((iou(b, gt) for b in boxes), default=0.0))
-    out = truth.copy()
-    out["best_iobb"] = best_iobb
-    out["best_iou"] = best_iou
-    for t in thresholds:
-        out[f"hit_{t:g}"] = out["best_iobb"] > t
-    return out
-
-
-def false_positives(truth: pd.DataFrame, detected: pd.DataFrame, thresholds=IOBB_THRESHOLDS) -> pd.DataFrame:
-    """Per (image, finding) scored: the number of detected boxes with IoBB <= T against every ground-truth box
-    of that finding in that image. Columns image_id, finding, n_detected, fp_<T>."""
-    gts = {k: g[["x", "y", "w", "h"]].to_numpy(float) for k, g in truth.groupby(["image_id", "finding"])}
-    rows = []
-    for (image_id, finding), gt in gts.items():
-        boxes = detected[(detected["image_id"] == image_id) & (detected["finding"] == finding)]
-        boxes = boxes[["x", "y", "w", "h"]].to_numpy(float)
-        best = np.array([max(iobb(b, g) for g in gt) for b in boxes]) if len(boxes) else np.zeros(0)
-        row = {"image_id": image_id, "finding": finding, "n_detected": int(len(boxes))}
-        for t in thresholds:
-            row[f"fp_{t:g}"] = int((best <= t).sum())
-        rows.append(row)
-    return pd.DataFrame(rows, columns=["image_id", "finding", "n_detected"] + [f"fp_{t:g}" for t in thresholds])
-
-
-def summarise(scored: pd.DataFrame, fps: pd.DataFrame, findings, thresholds=IOBB_THRESHOLDS) -> pd.DataFrame:
-    """Wang et al.'s layout: rows (T, metric) with metric ``acc`` (fraction of ground-truth boxes hit at
-    IoBB > T) and ``afp`` (average false positives per image), then ``mean_iobb``/``mean_iou`` rows of the
-    best match per box, and ``n_boxes``; one column per finding (NaN where the finding has no box)."""
-    rows = []
-    for t in thresholds:
-        acc = {"T": t, "metric": "acc"}
-        afp = {"T": t, "metric": "afp"}
-        for f in findings:
-            part = scored[scored["finding"] == f]
-            acc[f] = float(part[f"hit_{t:g}"].mean()) if len(part) else np.nan
-            fpart = fps[fps["finding"] == f]
-            afp[f] = float(fpart[f"fp_{t:g}"].mean()) if len(fpart) else np.nan
-        rows += [acc, afp]
-    for metric, col in (("mean_iobb", "best_iobb"), ("mean_iou", "best_iou")):
-        row = {"T": np.nan, "metric": metric}
-        for f in findings:
-            part = scored[scored["finding"] == f]
-            row[f] = float(part[col].mean()) if len(part) else np.nan
-        rows.append(row)
-    rows.append({"T": np.nan, "metric": "n_boxes", **{f: int((scored["finding"] == f).sum()) for f in findings}})
-    return pd.DataFrame(rows, columns=["T", "metric", *findings])
-
 
 # ------------------------------------------------------------------------------------------------ the stage
-def image_sizes(paths) -> list[tuple[int, int]]:
-    """(width, height) of each image file, from its header only."""
-    from PIL import Image
-
-    from xraypipe.preprocess import ImageDecodeError
-
-    sizes = []
-    for path in paths:
-        try:
-            with Image.open(path) as im:
-                sizes.append(im.size)
-        except (OSError, ValueError) as exc:
-            raise ImageDecodeError(f"{path}: cannot read the image header ({exc})") from None
-    return sizes
-
-
-def boxes_in_cache_frame(boxes: pd.DataFrame, index: pd.DataFrame, cache_size: int, resize: str) -> pd.DataFrame:
-    """Join NIH boxes (image_id, finding, x, y, w, h in the 1024 frame) with the cache index and map them into
-    the cache frame. Boxes of images not in the cache are dropped. Adds split, cache_row."""
-    merged = boxes.merge(index[["image_id", "split", "cache_row", "path"]], on="image_id", how="inner")
-    if merged.empty:
-        return merged.assign(x=[], y=[], w=[], h=[])
-    unique_paths = merged["path"].drop_duplicates().tolist()
-    size_of = dict(zip(unique_paths, image_sizes(unique_paths)))
-    mapped = [map_box((r.x, r.y, r.w, r.h), size_of[r.path], cache_size, resize)
-              for r in merged.itertuples(index=False)]
-    merged[["x", "y", "w", "h"]] = np.array(mapped, dtype=float).reshape(-1, 4)
-    return merged.drop(columns=["path"])
-
-
-def mean_box_sizes(boxes: pd.DataFrame, findings) -> dict:
-    """finding -> (mean w, mean h) of the given (training) boxes; NaN-free only for findings with boxes."""
-    return {f: (float(g["w"].mean()), float(g["h"].mean())) for f, g in boxes.groupby("finding") if f in findings}
-
 
 def localize(*, model_path, cache_dir, boxes_csv, resize: str, cfg: dict, out_dir, threads: int = 1) -> dict:
     """The localize stage for one dataset x variant: heatmaps for every (scoring image, boxed finding) pair, boxes
@@ -360,7 +212,6 @@ def localize(*, model_path, cache_dir, boxes_csv, resize: str, cfg: dict, out_di
 
     from xraypipe.atomic import atomic_path, write_csv, write_json
     from xraypipe.datasets.nih import BOXED_FINDINGS
-    from xraypipe.detection import boxed_findings, scoring_split
     from xraypipe.preprocess import load_cache_index, load_cache_split
     from xraypipe.train import load_trained_model
 

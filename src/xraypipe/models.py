@@ -340,3 +340,36 @@ def load_weights(weights: str, model_name: str) -> dict:
 
 def build_model(name: str, num_classes: int, in_channels: int = 1, weights: str | None = None, **model_args):
     return MODELS.get(name)(num_classes=num_classes, in_channels=in_channels, weights=weights, **model_args)
+
+
+# ------------------------------------------------------------------------------------------------ initialisation
+INITS = ("default", "xavier")
+
+
+def apply_init(model, init: str, weights=None) -> bool | None:
+    """``variants.<v>.init`` on a freshly built model: ``xavier`` re-initialises a model trained from scratch
+    (returns True); a model built from pretrained ``weights`` is left untouched (returns False); ``default``
+    keeps the builders' own initialisation (returns None)."""
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
+    if init == "default":
+        return None
+    if weights:
+        return False
+    xavier_init(model)
+    return True
+
+
+def xavier_init(model) -> int:
+    """Xavier (Glorot) uniform weights and zero biases for every Conv and Linear layer of ``model``; batch-norm
+    layers keep their defaults. Returns the number of layers initialised."""
+    import torch.nn as nn
+
+    count = 0
+    for module in model.modules():
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+            nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+            count += 1
+    return count

@@ -1,11 +1,11 @@
-"""Input standardisation options (``variants.<v>.normalization``) and Xavier initialisation (``variants.<v>.init``).
+"""Input standardisation (``variants.<v>.normalization``) and the feed's uint8 -> float32 normalisation.
 
 Every method maps the cache's uint8 pixels u to ``(u / 255 - mean) / std`` (float32):
 
 - ``fixed`` (default): mean 0.5, std 0.25 for every pixel (roughly a chest film's intensity statistics);
 - ``imagenet``: the gray equivalents of ImageNet's RGB statistics (the means of its channel means and stds,
   0.449 and 0.226), what networks pretrained on ImageNet expect;
-- ``per_pixel`` (seed 001): a mean image and a std image over the TRAINING split, computed once by a streamed,
+- ``per_pixel``: a mean image and a std image over the TRAINING split, computed once by a streamed,
   numerically stable pass (``pixel_stats``: per-chunk float64 moments merged with Chan et al.'s parallel update,
   so memory is bounded by one chunk, not the split) and stored beside the cache
   (``results/cache/{dataset}/pixel_stats.npz``); std is floored at ``STD_FLOOR`` so constant pixels (padding)
@@ -25,13 +25,16 @@ from pathlib import Path
 
 import numpy as np
 
+from xraypipe import feed_kernel
 from xraypipe.atomic import atomic_path
 
 NORMALIZATIONS = ("fixed", "imagenet", "per_pixel", "per_image")
-FIXED = (0.5, 0.25)
+# Fixed intensity normalisation of the [0, 1] gray values (roughly the mean/std of chest radiographs).
+GRAY_MEAN = 0.5
+GRAY_STD = 0.25
+FIXED = (GRAY_MEAN, GRAY_STD)
 IMAGENET_GRAY = (0.449, 0.226)  # mean of (0.485, 0.456, 0.406), mean of (0.229, 0.224, 0.225)
 STD_FLOOR = 1.0 / 255  # one gray level: the smallest std a pixel (or image) is divided by
-INITS = ("default", "xavier")
 STATS_FORMAT = 1
 PIXEL_STATS_NAME = "pixel_stats.npz"  # beside the cache's <split>.npy (PATHS["pixel_stats"])
 
@@ -169,8 +172,7 @@ class Normalization:
 
     def apply(self, images: np.ndarray, chunk: int = 16, rows=None, out=None, threads: int | None = None):
         """uint8 images (B x S x S), or ``images[rows]`` of a (memory-mapped) array -> float32 tensor B x 1 x S x S
-        (see ``xraypipe.data.normalized_float``; ``out``: a reusable float32 buffer)."""
-        from xraypipe.data import normalized_float
+        (see ``normalized_float``; ``out``: a reusable float32 buffer)."""
 
         if not hasattr(images, "shape"):
             images = np.asarray(images)
@@ -194,30 +196,87 @@ class Normalization:
         return x.sub_(mean).div_(std)
 
 
-def apply_init(model, init: str, weights=None) -> bool | None:
-    """``variants.<v>.init`` on a freshly built model: ``xavier`` re-initialises a model trained from scratch
-    (returns True); a model built from pretrained ``weights`` is left untouched (returns False); ``default``
-    keeps the builders' own initialisation (returns None)."""
-    if init not in INITS:
-        raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
-    if init == "default":
+
+def normalized_float(images: np.ndarray, mean=GRAY_MEAN, std=GRAY_STD, chunk: int = 16, rows=None, out=None,
+                     threads: int | None = None):
+    """uint8 images (B x S x S), or ``images[rows]`` of a uint8 (memory-mapped) array, -> float32 tensor
+    B x 1 x S x S of ``(images / 255 - mean) / std``, computed as ``u * scale + shift`` (``scale = 1 / (255 std)``,
+    ``shift = -mean / std``); equal to the textbook expression to a few float32 ulps of its largest term.
+
+    ``mean``/``std``: scalars or S x S images (per-pixel standardisation). A C-contiguous uint8 array or memory map
+    takes one compiled pass (``xraypipe.feed_kernel``: gather, cast and multiply-add fused) over ``threads``
+    threads (default ``torch.get_num_threads()``, i.e. ``training.threads``). Other array-likes (CacheRows,
+    negative strides), or a machine without numba (or ``XRAYPIPE_NO_NUMBA=1``), take torch kernels, a chunk of
+    ``chunk`` images at a time. ``out``: a float32 buffer (>= B x S x S) to fill instead of allocating one; fresh
+    pages cost a page fault each, so reusing a buffer doubles the rate (benchmarks/speed.py). The result is then
+    a view of ``out``.
+    """
+    import torch
+
+    n = len(images) if rows is None else len(rows)
+    shape = (n, *images.shape[1:])
+    std = np.asarray(std, dtype=np.float32)
+    scale = np.float32(1.0) / (np.float32(255.0) * std)
+    shift = -np.asarray(mean, dtype=np.float32) / std
+    if out is None:
+        flat = torch.empty(shape, dtype=torch.float32)
+    else:
+        flat = out[:n] if isinstance(out, torch.Tensor) else torch.from_numpy(out)[:n]
+        if tuple(flat.shape) != shape or flat.dtype != torch.float32:
+            raise ValueError(f"output buffer {tuple(out.shape)} {out.dtype} cannot hold {shape} float32")
+    if (isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.flags.c_contiguous
+            and flat.is_contiguous() and feed_kernel.available()):
+        pixels = int(np.prod(shape[1:]))
+        positions = np.arange(n) if rows is None else rows
+        feed_kernel.gather_normalize(np.asarray(images).reshape(len(images), pixels), positions, scale, shift,
+                                     flat.numpy().reshape(n, pixels),
+                                     threads=torch.get_num_threads() if threads is None else threads)
+    else:
+        _normalize_with_torch_kernels(images, torch.from_numpy(np.asarray(scale)), torch.from_numpy(np.asarray(shift)),
+                                      chunk, rows, flat)
+    return flat.unsqueeze(1)
+
+
+def _normalize_with_torch_kernels(images, scale, shift, chunk: int, rows, flat) -> None:
+    """``normalized_float`` without the compiled kernel: per chunk, a torch gather into a uint8 staging buffer, a
+    cast into ``flat`` and a fused multiply-add there; array-likes that only numpy indexing reads (CacheRows,
+    negative strides) are read by numpy instead of the gather."""
+    import torch
+
+    n = len(flat)
+    source = _uint8_tensor(images)
+    staging = None
+    if rows is not None:
+        rows = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int64))
+        if source is not None:
+            staging = torch.empty((min(chunk, n), *flat.shape[1:]), dtype=torch.uint8)
+    for start in range(0, n, chunk):
+        part = flat[start:start + chunk]
+        if source is None:  # an array-like (CacheRows) that only numpy indexing reads
+            picked = images[start:start + chunk] if rows is None else images[rows[start:start + chunk].numpy()]
+            part.copy_(torch.from_numpy(np.ascontiguousarray(picked)))
+        elif rows is None:
+            part.copy_(source[start:start + chunk])
+        else:
+            gathered = staging[:len(part)]
+            torch.index_select(source, 0, rows[start:start + chunk], out=gathered)
+            part.copy_(gathered)
+        if scale.ndim == 0:
+            torch.add(shift, part, alpha=float(scale), out=part)
+        else:
+            part.mul_(scale).add_(shift)
+
+
+def _uint8_tensor(images):
+    """A torch view (no copy) of a numpy uint8 array or memory map, or None for other array-likes (and for
+    negative strides, which torch cannot view). Read-only memory maps give a tensor torch warns about; it is only
+    ever read."""
+    import warnings
+
+    import torch
+
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or any(s < 0 for s in images.strides):
         return None
-    if weights:
-        return False
-    xavier_init(model)
-    return True
-
-
-def xavier_init(model) -> int:
-    """Xavier (Glorot) uniform weights and zero biases for every Conv and Linear layer of ``model``; batch-norm
-    layers keep their defaults. Returns the number of layers initialised."""
-    import torch.nn as nn
-
-    count = 0
-    for module in model.modules():
-        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
-            nn.init.xavier_uniform_(module.weight)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-            count += 1
-    return count
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(images)

@@ -32,8 +32,8 @@ from xraypipe.encodings import ENCODINGS, eval_labels
 from xraypipe.losses import build_loss
 from xraypipe.metrics import auroc
 from xraypipe.model_files import CorruptModelFileError, load_torch_file, move_aside, save_torch_file
-from xraypipe.models import build_model
-from xraypipe.standardize import PIXEL_STATS_NAME, Normalization, apply_init
+from xraypipe.models import apply_init, build_model
+from xraypipe.standardize import PIXEL_STATS_NAME, Normalization
 
 log = logging.getLogger("xraypipe.train")
 

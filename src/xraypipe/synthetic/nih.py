@@ -23,7 +23,6 @@ import copy
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from statistics import NormalDist
 
 import numpy as np

@@ -1,0 +1,270 @@
+"""Box geometry, the ground-truth boxes in the cache frame, the box split and IoU/IoBB scoring: what both localizers
+(Grad-CAM boxes, xraypipe.localization; the trained detector, xraypipe.detection) share.
+
+Boxes are ``(x, y, w, h)`` in continuous pixel coordinates: pixel (row i, column j) covers [j, j+1) x [i, i+1).
+Scores (Wang et al., CVPR 2017, "ChestX-ray8"): IoBB = area(detected ∩ ground truth) / area(detected); a
+ground-truth box is hit at T when some detected box of the same finding has IoBB > T; AFP = the average number of
+detected boxes per image that hit no ground-truth box of their finding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+IOBB_THRESHOLDS = (0.1, 0.25, 0.5, 0.75, 0.9)
+BOX_FRAME = 1024.0  # NIH BBox_List_2017.csv coordinates are in the 1024 x 1024 frame of the released PNGs
+ROLES = ("detector_train", "scoring", "not_scored")
+SPLIT_DEFAULTS = {"min_train_images": 50, "train_fraction": 0.5, "seed": 0}
+
+
+# ------------------------------------------------------------------------------------------------ geometry
+def box_area(box) -> float:
+    return max(0.0, float(box[2])) * max(0.0, float(box[3]))
+
+
+def intersection(a, b) -> float:
+    w = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    h = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    return max(0.0, w) * max(0.0, h)
+
+
+def iou(a, b) -> float:
+    inter = intersection(a, b)
+    union = box_area(a) + box_area(b) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def iobb(detected, truth) -> float:
+    """Intersection over the *detected* box's area (Wang et al. 2017)."""
+    area = box_area(detected)
+    return intersection(detected, truth) / area if area > 0 else 0.0
+
+
+def map_box(box, image_size: tuple[int, int], cache_size: int, resize: str = "pad",
+            frame: tuple[float, float] | None = (BOX_FRAME, BOX_FRAME)) -> tuple[float, float, float, float]:
+    """Map a box from the annotation frame to the cache frame, mirroring ``preprocess.resize_square``.
+
+    ``image_size`` is the stored image's (width, height). ``frame`` is the (width, height) the box coordinates
+    refer to (NIH: 1024 x 1024, the released PNGs' size); None means the image's own pixel frame. ``resize``:
+    pad (letterbox: centred on a black square of the longer side), crop (centre square of the shorter side) or
+    stretch. The result is clipped to the cache square.
+    """
+    width, height = image_size
+    x, y, w, h = (float(v) for v in box)
+    if frame is not None:
+        sx, sy = width / frame[0], height / frame[1]
+        x, y, w, h = x * sx, y * sy, w * sx, h * sy
+    if resize == "stretch" or width == height:
+        kx, ky = cache_size / width, cache_size / height
+        ox = oy = 0.0
+    elif resize == "pad":
+        side = max(width, height)
+        kx = ky = cache_size / side
+        ox, oy = (side - width) // 2, (side - height) // 2  # PIL paste offsets (integers)
+    elif resize == "crop":
+        side = min(width, height)
+        kx = ky = cache_size / side
+        ox, oy = -((width - side) // 2), -((height - side) // 2)
+    else:
+        raise ValueError(f"unknown resize mode {resize!r}")
+    x0, y0 = (x + ox) * kx, (y + oy) * ky
+    x1, y1 = (x + w + ox) * kx, (y + h + oy) * ky
+    x0, x1 = np.clip([x0, x1], 0, cache_size)
+    y0, y1 = np.clip([y0, y1], 0, cache_size)
+    return float(x0), float(y0), float(x1 - x0), float(y1 - y0)
+
+
+# ------------------------------------------------------------------------------------------------ ground truth
+def image_sizes(paths) -> list[tuple[int, int]]:
+    """(width, height) of each image file, from its header only."""
+    from PIL import Image
+
+    from xraypipe.preprocess import ImageDecodeError
+
+    sizes = []
+    for path in paths:
+        try:
+            with Image.open(path) as im:
+                sizes.append(im.size)
+        except (OSError, ValueError) as exc:
+            raise ImageDecodeError(f"{path}: cannot read the image header ({exc})") from None
+    return sizes
+
+
+def boxes_in_cache_frame(boxes: pd.DataFrame, index: pd.DataFrame, cache_size: int, resize: str) -> pd.DataFrame:
+    """Join NIH boxes (image_id, finding, x, y, w, h in the 1024 frame) with the cache index and map them into
+    the cache frame. Boxes of images not in the cache are dropped. Adds split, cache_row."""
+    merged = boxes.merge(index[["image_id", "split", "cache_row", "path"]], on="image_id", how="inner")
+    if merged.empty:
+        return merged.assign(x=[], y=[], w=[], h=[])
+    unique_paths = merged["path"].drop_duplicates().tolist()
+    size_of = dict(zip(unique_paths, image_sizes(unique_paths)))
+    mapped = [map_box((r.x, r.y, r.w, r.h), size_of[r.path], cache_size, resize)
+              for r in merged.itertuples(index=False)]
+    merged[["x", "y", "w", "h"]] = np.array(mapped, dtype=float).reshape(-1, 4)
+    return merged.drop(columns=["path"])
+
+
+def mean_box_sizes(boxes: pd.DataFrame, findings) -> dict:
+    """finding -> (mean w, mean h) of the given (training) boxes; NaN-free only for findings with boxes."""
+    return {f: (float(g["w"].mean()), float(g["h"].mean())) for f, g in boxes.groupby("finding") if f in findings}
+
+
+def load_boxes(boxes_csv, index: pd.DataFrame, image_size: int, resize: str, findings) -> pd.DataFrame:
+    """The dataset's ground-truth boxes in the cache frame (empty when the dataset has no box file)."""
+    from xraypipe.datasets.nih import read_nih_boxes
+
+    empty = pd.DataFrame(columns=["image_id", "finding", "x", "y", "w", "h", "split", "cache_row"])
+    boxes_csv = Path(boxes_csv) if boxes_csv else None
+    if boxes_csv is None or not boxes_csv.exists():
+        return empty
+    raw = read_nih_boxes(boxes_csv)
+    truth = boxes_in_cache_frame(raw[raw["finding"].isin(findings)], index, image_size, resize)
+    return truth if len(truth) else empty
+
+
+def boxed_findings(index: pd.DataFrame) -> list[str]:
+    from xraypipe.datasets.nih import BOXED_FINDINGS
+
+    return [f for f in BOXED_FINDINGS if f in index.columns]
+
+
+# ------------------------------------------------------------------------------------------------ box split
+def box_split(truth: pd.DataFrame, index: pd.DataFrame, *, min_train_images: int = 50, train_fraction: float = 0.5,
+              seed: int = 0, max_images: int | None = None) -> tuple[pd.DataFrame, dict]:
+    """Assign every ground-truth box (``boxes_in_cache_frame`` rows) a ``role``: detector_train, scoring or
+    not_scored (scoring images beyond ``max_images``, in cache order). Patient-wise throughout.
+
+    The train/val splits' boxed images train the detector and the test split's are scored, unless the train/val
+    splits hold fewer than ``min_train_images`` boxed images: then the boxed test patients are shuffled (``seed``)
+    and the first ``train_fraction`` of them (at least one, and at least one left for scoring when there are two)
+    join the detector's training boxes. Returns (boxes with ``patient_id`` and ``role``, counts).
+    """
+    cols = ["image_id", "finding", "x", "y", "w", "h", "split", "cache_row"]
+    missing = [c for c in cols if c not in truth.columns]
+    if missing:
+        raise ValueError(f"box_split: the boxes lack column(s) {missing}")
+    boxes = truth[cols].merge(index[["image_id", "patient_id"]].astype({"patient_id": str}), on="image_id",
+                              how="left")
+    if boxes["patient_id"].isna().any():
+        raise ValueError(f"box_split: image {boxes.loc[boxes['patient_id'].isna(), 'image_id'].iloc[0]!r} has a box "
+                         "but no row in the cache index")
+    boxes = boxes.sort_values(["split", "cache_row", "finding", "x", "y"], kind="stable").reset_index(drop=True)
+    in_training_splits = boxes["split"] != "test"
+    n_train_images = boxes.loc[in_training_splits, "image_id"].nunique()
+    role = np.where(in_training_splits, "detector_train", "scoring").astype(object)
+    fallback = n_train_images < int(min_train_images)
+    moved: list[str] = []
+    if fallback:
+        patients = sorted(boxes.loc[~in_training_splits, "patient_id"].unique())
+        if patients:
+            order = np.random.default_rng(int(seed)).permutation(len(patients))
+            k = int(round(float(train_fraction) * len(patients)))
+            k = min(max(k, 1), len(patients) - 1) if len(patients) > 1 else 0
+            moved = [patients[i] for i in order[:k]]
+            role[(~in_training_splits & boxes["patient_id"].isin(moved)).to_numpy()] = "detector_train"
+    boxes["role"] = role
+    if max_images is not None:
+        scoring = boxes[boxes["role"] == "scoring"]
+        kept = scoring.sort_values("cache_row", kind="stable")["cache_row"].drop_duplicates().tolist()[: int(max_images)]
+        boxes.loc[(boxes["role"] == "scoring") & ~boxes["cache_row"].isin(kept), "role"] = "not_scored"
+    counts = {"source": (f"test-split patients (train/val splits had only {n_train_images} boxed images < "
+                         f"min_train_images {int(min_train_images)})") if fallback else "train/val splits",
+              "fallback": bool(fallback), "moved_test_patients": len(moved)}
+    for name in ROLES:
+        part = boxes[boxes["role"] == name]
+        counts[name] = {"boxes": int(len(part)), "images": int(part["image_id"].nunique()),
+                        "patients": int(part["patient_id"].nunique()),
+                        "per_finding": {f: {"boxes": int(len(g)), "images": int(g["image_id"].nunique()),
+                                            "patients": int(g["patient_id"].nunique())}
+                                        for f, g in part.groupby("finding")}}
+    counts["detector_train"]["signature"] = split_signature(boxes[boxes["role"] == "detector_train"])
+    return boxes, counts
+
+
+def split_signature(boxes: pd.DataFrame) -> str:
+    """A short hash of the sorted (image, finding) pairs of a box set (detect checks the model was trained on the
+    split it recomputes)."""
+    keys = sorted(f"{a}|{b}" for a, b in zip(boxes["image_id"], boxes["finding"]))
+    return hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
+
+
+def _split_kwargs(cfg: dict) -> dict:
+    split = {**SPLIT_DEFAULTS, **(cfg.get("box_split") or {})}
+    return {"min_train_images": int(split["min_train_images"]), "train_fraction": float(split["train_fraction"]),
+            "seed": int(split["seed"])}
+
+
+def scoring_split(boxes_csv, index: pd.DataFrame, image_size: int, resize: str, findings, cfg: dict,
+                  cap: bool = True):
+    """(all boxes with roles, counts) for the localization config ``cfg`` (evaluation.localization): the split the
+    localize, train_detector and detect stages share. ``cap``: apply ``cfg['max_images']`` to the scoring images
+    (train_detector does not: the cap changes only what is scored)."""
+    truth = load_boxes(boxes_csv, index, image_size, resize, findings)
+    return box_split(truth, index, max_images=int(cfg.get("max_images", 200)) if cap else None, **_split_kwargs(cfg))
+
+
+# ------------------------------------------------------------------------------------------------ scoring
+def score_boxes(truth: pd.DataFrame, detected: pd.DataFrame, thresholds=IOBB_THRESHOLDS) -> pd.DataFrame:
+    """Per ground-truth box: the best IoBB and IoU over the detected boxes of the same image and finding.
+
+    ``truth``: image_id, finding, x, y, w, h; ``detected``: the same columns (several boxes per pair allowed).
+    Adds ``best_iobb``, ``best_iou`` and ``hit_<T>`` (best IoBB > T) columns.
+    """
+    det = {k: g[["x", "y", "w", "h"]].to_numpy(float) for k, g in detected.groupby(["image_id", "finding"])}
+    best_iobb, best_iou = [], []
+    for row in truth.itertuples(index=False):
+        gt = (row.x, row.y, row.w, row.h)
+        boxes = det.get((row.image_id, row.finding), np.zeros((0, 4)))
+        best_iobb.append(max((iobb(b, gt) for b in boxes), default=0.0))
+        best_iou.append(max((iou(b, gt) for b in boxes), default=0.0))
+    out = truth.copy()
+    out["best_iobb"] = best_iobb
+    out["best_iou"] = best_iou
+    for t in thresholds:
+        out[f"hit_{t:g}"] = out["best_iobb"] > t
+    return out
+
+
+def false_positives(truth: pd.DataFrame, detected: pd.DataFrame, thresholds=IOBB_THRESHOLDS) -> pd.DataFrame:
+    """Per (image, finding) scored: the number of detected boxes with IoBB <= T against every ground-truth box
+    of that finding in that image. Columns image_id, finding, n_detected, fp_<T>."""
+    gts = {k: g[["x", "y", "w", "h"]].to_numpy(float) for k, g in truth.groupby(["image_id", "finding"])}
+    rows = []
+    for (image_id, finding), gt in gts.items():
+        boxes = detected[(detected["image_id"] == image_id) & (detected["finding"] == finding)]
+        boxes = boxes[["x", "y", "w", "h"]].to_numpy(float)
+        best = np.array([max(iobb(b, g) for g in gt) for b in boxes]) if len(boxes) else np.zeros(0)
+        row = {"image_id": image_id, "finding": finding, "n_detected": int(len(boxes))}
+        for t in thresholds:
+            row[f"fp_{t:g}"] = int((best <= t).sum())
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["image_id", "finding", "n_detected"] + [f"fp_{t:g}" for t in thresholds])
+
+
+def summarise(scored: pd.DataFrame, fps: pd.DataFrame, findings, thresholds=IOBB_THRESHOLDS) -> pd.DataFrame:
+    """Wang et al.'s layout: rows (T, metric) with metric ``acc`` (fraction of ground-truth boxes hit at
+    IoBB > T) and ``afp`` (average false positives per image), then ``mean_iobb``/``mean_iou`` rows of the
+    best match per box, and ``n_boxes``; one column per finding (NaN where the finding has no box)."""
+    rows = []
+    for t in thresholds:
+        acc = {"T": t, "metric": "acc"}
+        afp = {"T": t, "metric": "afp"}
+        for f in findings:
+            part = scored[scored["finding"] == f]
+            acc[f] = float(part[f"hit_{t:g}"].mean()) if len(part) else np.nan
+            fpart = fps[fps["finding"] == f]
+            afp[f] = float(fpart[f"fp_{t:g}"].mean()) if len(fpart) else np.nan
+        rows += [acc, afp]
+    for metric, col in (("mean_iobb", "best_iobb"), ("mean_iou", "best_iou")):
+        row = {"T": np.nan, "metric": metric}
+        for f in findings:
+            part = scored[scored["finding"] == f]
+            row[f] = float(part[col].mean()) if len(part) else np.nan
+        rows.append(row)
+    rows.append({"T": np.nan, "metric": "n_boxes", **{f: int((scored["finding"] == f).sum()) for f in findings}})
+    return pd.DataFrame(rows, columns=["T", "metric", *findings])
