@@ -57,6 +57,11 @@ KILL_POINTS = [
     ("torn:results/tables/auroc.csv", "auroc_table"),  # a table cut off mid-write
     ("after:results/tables/auroc.csv", "auroc_table"),  # auroc.md not yet written
     ("torn:results/tables/iobb.md", "iobb_table"),
+    ("torn:results/tables/classification.csv", "classification_table"),
+    ("rename:results/tables/study_level.md", "study_table"),
+    (f"torn:results/figures/label_distribution_{D}.png", "label_distribution_figure"),
+    (f"after:results/figures/training_{D}.png", "training_curves_figure"),
+    (f"torn:results/figures/confusion_{D}_small_cnn.png", "confusion_figure"),
     (f"torn:results/figures/roc_{D}.png", "roc_figure"),
     (f"rename:results/figures/gradcam_{D}_resnet18.png", "gradcam_figure"),
     ("torn:results/config.json", "config_to_json"),
