@@ -15,7 +15,7 @@ def main():
     config = cli.resolve_config(args)
     from xraypipe.cv import check_fold_ids, write_folds
     from xraypipe.preprocess import load_cache_index
-    from xraypipe.stages import manifest_pathologies
+    from xraypipe.datasets.contract import manifest_pathologies
 
     cv = config.get("cross_validation") or {}
     k = check_fold_ids(cv.get("folds", range(5)))

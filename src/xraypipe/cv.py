@@ -163,7 +163,7 @@ def train_fold(*, variant: dict, training: dict, cache_dir, folds_csv, fold: int
     """Train ``variant`` on every fold but ``fold`` from a fresh model, pick the best epoch by mean AUROC on
     ``fold``, and write the model, history and the held-out metrics (mean and per-label AUROC)."""
     from xraypipe.preprocess import load_cache_index
-    from xraypipe.stages import manifest_pathologies
+    from xraypipe.datasets.contract import manifest_pathologies
     from xraypipe.train import train_variant
 
     folds = read_folds(folds_csv)

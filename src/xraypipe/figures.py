@@ -74,7 +74,7 @@ def label_distribution_figure(manifest_csv, out_png, title: str = "") -> None:
     """Positive images per label and split from the splits manifest (NaN labels counted as unknown)."""
     import seaborn as sns
 
-    from xraypipe.stages import manifest_pathologies, read_manifest
+    from xraypipe.datasets.contract import manifest_pathologies, read_manifest
 
     plt = _plt()
     manifest = read_manifest(manifest_csv)

@@ -9,20 +9,8 @@ import pandas as pd
 
 from xraypipe import datasets
 from xraypipe.atomic import atomic_dir, write_csv
-from xraypipe.datasets.contract import BASE_COLUMNS, OPTIONAL_COLUMNS, DatasetFormatError, validate_manifest
+from xraypipe.datasets.contract import DatasetFormatError, manifest_pathologies, read_manifest, validate_manifest
 from xraypipe.splits import assign_splits, check_patient_leakage, split_summary
-
-NON_LABEL_COLUMNS = set(BASE_COLUMNS) | set(OPTIONAL_COLUMNS) | {"split", "cache_row"}
-
-
-def manifest_pathologies(frame: pd.DataFrame) -> list[str]:
-    return [c for c in frame.columns if c not in NON_LABEL_COLUMNS]
-
-
-def read_manifest(path: str | Path) -> pd.DataFrame:
-    return pd.read_csv(path, dtype={"patient_id": str, "image_id": str, "view": str, "official_split": str,
-                                    "sex": str, "study_id": str, "body_part": str, "array_key": str},
-                       keep_default_na=True).fillna({"official_split": "", "view": ""})
 
 
 def prepare_raw(dataset_cfg: dict, out_dir: str | Path) -> dict:

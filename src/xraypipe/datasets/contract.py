@@ -90,3 +90,19 @@ def validate_manifest(manifest: pd.DataFrame, pathologies: list[str], source: st
 
 def pathology_columns(manifest: pd.DataFrame, reader_pathologies) -> list[str]:
     return [p for p in reader_pathologies if p in manifest.columns]
+
+
+# ------------------------------------------------------------------------------------------------ the manifest file
+NON_LABEL_COLUMNS = set(BASE_COLUMNS) | set(OPTIONAL_COLUMNS) | {"split", "cache_row"}
+
+
+def manifest_pathologies(frame: pd.DataFrame) -> list[str]:
+    """The label columns of a manifest or cache index (every column that is not an image attribute)."""
+    return [c for c in frame.columns if c not in NON_LABEL_COLUMNS]
+
+
+def read_manifest(path: str | Path) -> pd.DataFrame:
+    """A manifest CSV as written by the splits stage, with its id and text columns kept as strings."""
+    return pd.read_csv(path, dtype={"patient_id": str, "image_id": str, "view": str, "official_split": str,
+                                    "sex": str, "study_id": str, "body_part": str, "array_key": str},
+                       keep_default_na=True).fillna({"official_split": "", "view": ""})
