@@ -1,7 +1,7 @@
 """Kill points for the fault-injection suite (tests/test_fault_injection.py): SIGKILL the whole run at a named
 moment of an atomic write, so that a test can prove a rerun repairs any interruption.
 
-Off unless both variables are set (the tests set them; nothing else should):
+Off unless ``XRAYPIPE_KILL_AT`` is set (the tests set it; nothing else should):
 
 - ``XRAYPIPE_KILL_AT="<phase>:<glob>[#<n>]"``: kill at the n-th (default first) write in this process whose final
   path (relative to the working directory, ``/``-separated) matches ``glob`` (fnmatch), at ``phase``:
