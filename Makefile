@@ -7,7 +7,7 @@ CORES ?= 8
 # Jobs call `python`, `snakemake` and `dvc` from the project's environment.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run test test-fast test-real lock clean system-deps slurm-profile bench
+.PHONY: setup run test test-fast test-real lock clean system-deps slurm-profile bench dvc-yaml
 
 setup: $(STAMP)
 
@@ -26,6 +26,10 @@ test: setup system-deps
 
 test-fast: setup
 	pytest -m "not slow"
+
+# dvc.yaml is generated from the stage table (src/xraypipe/workflow.py); a test fails when the committed one is stale.
+dvc-yaml: setup
+	$(BIN)/python -m xraypipe.workflow dvc --out dvc.yaml
 
 # The full real-data recipes on ../shared/data (the Kermany recipe trains ~30 min on 2 cores): run before releasing
 # a recipe change; not part of `make test` (CI).

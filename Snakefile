@@ -1,6 +1,6 @@
 # X-ray classification pipeline: raw -> splits -> cache -> models -> predictions -> metrics -> tables.
-# The experiment is defined once, in config.yaml (also read by dvc.yaml). Logic lives in src/xraypipe;
-# rules only wire files together. See README.md.
+# The experiment is defined once, in config.yaml (also read by dvc.yaml). Logic lives in src/xraypipe; the
+# stages (files, params, commands) are declared once in xraypipe.workflow, from which the rules and dvc.yaml come.
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -28,34 +28,14 @@ include: "rules/figures.smk"
 include: "rules/cv.smk"
 
 
-# issue 7 (cluster executors, profiles/slurm): run on the submitting host, not as cluster jobs. prepare_raw
-# downloads (source: download) and compute nodes often have no network; the tables are localrules in tables.smk.
+# Run on the submitting host, not as cluster jobs: prepare_raw downloads (source: download) and compute nodes
+# often have no network; the tables are localrules in tables.smk.
 localrules:
     prepare_raw,
 
 
 rule all:
+    """Every output of every stage of the experiment (xraypipe.workflow.all_targets): the tables and figures
+    (`snakemake --report report.html` lists them with captions) and everything they are made from."""
     input:
-        PATHS["config_json"],  # how this run was configured (and the params file of dvc.yaml)
-        PATHS["auroc_table"],
-        PATHS["auroc_markdown"],
-        # issue 5: every table and figure (`snakemake --report report.html` lists them with captions)
-        PATHS["classification_table"],
-        PATHS["classification_markdown"],
-        PATHS["iobb_table"],
-        PATHS["iobb_markdown"],
-        PATHS["study_table"],
-        PATHS["study_markdown"],
-        PATHS["auroc_html"],
-        PATHS["classification_html"],
-        PATHS["iobb_html"],
-        PATHS["study_html"],
-        expand(PATHS["fig_roc"], dataset=DATASETS),
-        # issue 8: per-pixel standardisation statistics (cheap; defined for every dataset, as in dvc.yaml)
-        expand(PATHS["pixel_stats"], dataset=DATASETS),
-        expand(PATHS["fig_labels"], dataset=DATASETS),
-        expand(PATHS["fig_training"], dataset=DATASETS),
-        [PATHS["fig_confusion"].format(dataset=d, variant=v) for d, v in experiment_pairs(config)],
-        [PATHS["fig_gradcam"].format(dataset=d, variant=v) for d, v in experiment_pairs(config)],
-        # issue 8: one k-fold table per cross-validated variant (none while cross_validation.variants is empty)
-        [PATHS[key].format(variant=v) for v in CV_VARIANTS for key in ("cv_table", "cv_markdown", "cv_html")],
+        all_targets(config),

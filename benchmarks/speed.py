@@ -380,10 +380,9 @@ def fake_outputs(repo: Path) -> int:
     if header is None:
         raise BenchError(f"snakemake --summary printed no table:\n{proc.stdout[-2000:]}")
     outputs = [cols[0] for cols in lines[header + 1:] if cols and cols[0]]
-    from xraypipe.workflow import PATHS
+    from xraypipe.workflow import STAGES
 
-    rules = "\n".join(p.read_text() for p in sorted((repo / "rules").glob("*.smk")))
-    directories = [PATHS[key] for key in re.findall(r'directory\(PATHS\["(\w+)"\]\)', rules)]
+    directories = [t for stage in STAGES for spec in stage.outputs.values() if spec.directory for t in spec.templates()]
     for out in outputs:
         path = repo / out
         is_dir = any(_matches(out, template) for template in directories)

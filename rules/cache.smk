@@ -1,14 +1,11 @@
 rule build_cache:
     """Decode each image once into uint8 arrays per split (memory-mapped by every variant)."""
     input:
-        PATHS["manifest"],
+        unpack(stage_input("build_cache")),
     output:
-        arrays=expand(PATHS["cache_array"], split=SPLITS, allow_missing=True),
-        index=PATHS["cache_index"],
-        skipped=PATHS["cache_skipped"],
+        **stage_output("build_cache"),
     params:
-        cfg=params_json("cache"),
-        out_dir=lambda wildcards, output: os.path.dirname(output.index),
+        cfg=stage_params("build_cache"),
     log:
         "results/logs/build_cache/{dataset}.log",
     benchmark:
@@ -19,5 +16,4 @@ rule build_cache:
     conda:
         ENV
     shell:
-        "python scripts/build_cache.py --config-json {params.cfg:q} --dataset {wildcards.dataset} "
-        "--manifest {input} --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
+        stage_shell("build_cache")

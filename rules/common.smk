@@ -5,8 +5,10 @@ import os
 import sys
 
 from xraypipe.config import ConfigError, validate_config
+from xraypipe.code_deps import code_deps
 from xraypipe.writer_lock import RUN_ENV, ResultsBusyError, claim_results, hold_dvc_lock, snakemake_run_id
-from xraypipe.workflow import PATHS, cv_runs, cv_variants, experiment_pairs, stage_params_json
+from xraypipe.workflow import (PATHS, STAGE, all_targets, command, cv_variants, job_inputs, output_templates,
+                               stage_params_json)
 
 CONFIG_AS_GIVEN = copy.deepcopy(config)  # before the defaults are filled in (rules/config_to_json.smk)
 try:
@@ -43,10 +45,39 @@ wildcard_constraints:
     split="train|val|test",
 
 
-def params_json(stage):
+# Each rule takes its input, output, params and shell command from the stage table (xraypipe.workflow.STAGES),
+# from which dvc.yaml is generated too.
+
+
+def stage_input(name):
+    """Input function: the job's files (every file of the experiment for a gathered input) and its code (the
+    script and its import closure in the package, so a code change re-runs exactly the jobs that use it)."""
+    stage = STAGE[name]
+    return lambda wildcards: job_inputs(stage, config, dict(wildcards.items()))
+
+
+def stage_output(name, **wrap):
+    """The stage's outputs by name (``directory()`` where the table says so); ``wrap``: name -> a function that
+    wraps that output (``report(...)``)."""
+    stage = STAGE[name]
+    outputs = output_templates(stage)
+    for key, spec in stage.outputs.items():
+        if spec.directory:
+            outputs[key] = directory(outputs[key])
+        if key in wrap:
+            outputs[key] = wrap[key](outputs[key])
+    return outputs
+
+
+def stage_params(name):
     """Input function: the stage's config keys as JSON; Snakemake reruns a job when they change."""
-    return lambda wildcards: stage_params_json(config, stage, **dict(wildcards.items()))
+    stage = STAGE[name]
+    return lambda wildcards: stage_params_json(config, stage.params, **dict(wildcards.items()))
 
 
-def all_metrics(wildcards=None):
-    return [PATHS["metrics"].format(dataset=d, variant=v) for d, v in experiment_pairs(config)]
+def stage_shell(name):
+    return command(STAGE[name], "snakemake")
+
+
+def as_report(caption, category, **labels):
+    return lambda path: report(path, caption=f"../report/{caption}", category=category, labels=labels)

@@ -1,6 +1,8 @@
 rule config_to_json:
     """The configuration Snakemake runs with (config.yaml plus any --configfile/--config overlays), as given and
     validated, written as JSON: a record of how results/ was configured (and DVC's params file, dvc.yaml)."""
+    input:
+        code=code_deps("scripts/config_to_json.py"),
     output:
         PATHS["config_json"],
     params:

@@ -1,4 +1,4 @@
-# issue 8: patient-wise k-fold cross-validation (config cross_validation; xraypipe.cv). Every variant listed in
+# Patient-wise k-fold cross-validation (config cross_validation; xraypipe.cv). Every variant listed in
 # cross_validation.variants is trained once per fold on every experiment dataset; each fold is its own job (on
 # Slurm: its own GPU job, with train's resources), so the folds run in parallel.
 
@@ -6,39 +6,28 @@
 rule cv_folds:
     """Patient-grouped, seeded, label-stratified k folds of the pooled train + val images (test untouched)."""
     input:
-        index=PATHS["cache_index"],
+        unpack(stage_input("cv_folds")),
     output:
-        folds=PATHS["cv_folds"],
+        **stage_output("cv_folds"),
     params:
-        cfg=params_json("cv_folds"),
-        cache_dir=lambda wildcards, input: os.path.dirname(input.index),
+        cfg=stage_params("cv_folds"),
     log:
         "results/logs/cv_folds/{dataset}/{variant}.log",
     threads: 1
     conda:
         ENV
     shell:
-        "python scripts/cv_folds.py --config-json {params.cfg:q} --cache-dir {params.cache_dir} "
-        "--out {output.folds} > {log} 2>&1"
+        stage_shell("cv_folds")
 
 
 rule train_fold:
     """Train a fresh model on every fold but {fold}; best epoch and metrics on fold {fold}; resumable."""
     input:
-        arrays=expand(PATHS["cache_array"], split=["train", "val"], allow_missing=True),
-        index=PATHS["cache_index"],
-        folds=PATHS["cv_folds"],
-        # normalization: per_pixel reads the training split's statistics beside the cache (as rule train)
-        stats=lambda w: [PATHS["pixel_stats"].format(dataset=w.dataset)]
-        if config["variants"][w.variant].get("normalization") == "per_pixel" else [],
+        unpack(stage_input("train_fold")),
     output:
-        model=PATHS["cv_model"],
-        history=PATHS["cv_history"],
-        metrics=PATHS["cv_metrics"],
+        **stage_output("train_fold"),
     params:
-        cfg=params_json("train_fold"),
-        cache_dir=lambda wildcards, input: os.path.dirname(input.index),
-        checkpoint=lambda wildcards: PATHS["cv_checkpoint"].format(**wildcards),
+        cfg=stage_params("train_fold"),
     log:
         "results/logs/train_fold/{dataset}/{variant}/fold{fold}.log",
     benchmark:
@@ -49,10 +38,7 @@ rule train_fold:
     conda:
         ENV
     shell:
-        "python scripts/train_fold.py --config-json {params.cfg:q} --variant {wildcards.variant} "
-        "--fold {wildcards.fold} --cache-dir {params.cache_dir} --folds {input.folds} --model {output.model} "
-        "--history {output.history} --metrics {output.metrics} --checkpoint {params.checkpoint} "
-        "--threads {threads} > {log} 2>&1"
+        stage_shell("train_fold")
 
 
 localrules:
@@ -62,20 +48,15 @@ localrules:
 rule cv_table:
     """One row per dataset x fold (held-out AUROC, sizes, best epoch) and mean ± sd over the folds per dataset."""
     input:
-        lambda wildcards: [PATHS["cv_metrics"].format(dataset=d, variant=v, fold=f)
-                           for d, v, f in cv_runs(config) if v == wildcards.variant],
+        unpack(stage_input("cv_table")),
     output:
-        csv=PATHS["cv_table"],
-        md=PATHS["cv_markdown"],
-        html=report(PATHS["cv_html"], caption="../report/cross_validation.rst", category="Tables",
-                    labels={"table": "cross-validation", "variant": "{variant}"}),
+        **stage_output("cv_table", out_html=as_report("cross_validation.rst", "Tables", table="cross-validation", variant="{variant}")),
     params:
-        cfg=params_json("cv_table"),
+        cfg=stage_params("cv_table"),
     log:
         "results/logs/cv_table/{variant}.log",
     threads: 1
     conda:
         ENV
     shell:
-        "python scripts/cv_table.py --config-json {params.cfg:q} --variant {wildcards.variant} "
-        "--out-csv {output.csv} --out-md {output.md} --out-html {output.html} > {log} 2>&1"
+        stage_shell("cv_table")

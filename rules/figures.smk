@@ -4,94 +4,83 @@
 rule roc_figure:
     """ROC curves per label on the test split, all variants overlaid."""
     input:
-        lambda wildcards: expand(PATHS["predictions"], dataset=wildcards.dataset, variant=VARIANTS, split="test"),
+        unpack(stage_input("roc_figure")),
     output:
-        report(PATHS["fig_roc"], caption="../report/roc.rst", category="Figures",
-               labels={"figure": "ROC curves", "dataset": "{dataset}"}),
+        **stage_output("roc_figure", out=as_report("roc.rst", "Figures", figure="ROC curves", dataset="{dataset}")),
     params:
-        cfg=params_json("figures"),
+        cfg=stage_params("roc_figure"),
     log:
         "results/logs/figures/roc_{dataset}.log",
     threads: 1
     conda:
         ENV
     shell:
-        "python scripts/figures.py roc --config-json {params.cfg:q} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
+        stage_shell("roc_figure")
 
 
 rule label_distribution_figure:
     """Label prevalence per split."""
     input:
-        PATHS["manifest"],
+        unpack(stage_input("label_distribution_figure")),
     output:
-        report(PATHS["fig_labels"], caption="../report/label_distribution.rst", category="Figures",
-               labels={"figure": "label distribution", "dataset": "{dataset}"}),
+        **stage_output("label_distribution_figure", out=as_report("label_distribution.rst", "Figures", figure="label distribution", dataset="{dataset}")),
     params:
-        cfg=params_json("figures"),
+        cfg=stage_params("label_distribution_figure"),
     log:
         "results/logs/figures/labels_{dataset}.log",
     threads: 1
     conda:
         ENV
     shell:
-        "python scripts/figures.py labels --config-json {params.cfg:q} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
+        stage_shell("label_distribution_figure")
 
 
 rule training_curves_figure:
     """Train/validation loss and validation mean AUROC per epoch, all variants."""
     input:
-        lambda wildcards: expand(PATHS["history"], dataset=wildcards.dataset, variant=VARIANTS),
+        unpack(stage_input("training_curves_figure")),
     output:
-        report(PATHS["fig_training"], caption="../report/training.rst", category="Figures",
-               labels={"figure": "training curves", "dataset": "{dataset}"}),
+        **stage_output("training_curves_figure", out=as_report("training.rst", "Figures", figure="training curves", dataset="{dataset}")),
     params:
-        cfg=params_json("figures"),
+        cfg=stage_params("training_curves_figure"),
     log:
         "results/logs/figures/training_{dataset}.log",
     threads: 1
     conda:
         ENV
     shell:
-        "python scripts/figures.py training --config-json {params.cfg:q} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
+        stage_shell("training_curves_figure")
 
 
 rule confusion_figure:
     """Confusion matrices per label at the validation-chosen thresholds."""
     input:
-        PATHS["metrics"],
+        unpack(stage_input("confusion_figure")),
     output:
-        report(PATHS["fig_confusion"], caption="../report/confusion.rst", category="Figures",
-               labels={"figure": "confusion matrices", "dataset": "{dataset}", "variant": "{variant}"}),
+        **stage_output("confusion_figure", out=as_report("confusion.rst", "Figures", figure="confusion matrices", dataset="{dataset}", variant="{variant}")),
     params:
-        cfg=params_json("figures"),
+        cfg=stage_params("confusion_figure"),
     log:
         "results/logs/figures/confusion_{dataset}_{variant}.log",
     threads: 1
     conda:
         ENV
     shell:
-        "python scripts/figures.py confusion --config-json {params.cfg:q} --dataset {wildcards.dataset} "
-        "--variant {wildcards.variant} --out {output} > {log} 2>&1"
+        stage_shell("confusion_figure")
 
 
 rule gradcam_figure:
     """Grad-CAM overlays with detected and ground-truth boxes for a few test images per finding."""
     input:
-        heatmaps=PATHS["loc_heatmaps"],
-        scored=PATHS["loc_scored"],
-        detected=PATHS["loc_detected"],
-        info=PATHS["loc_info"],
-        array=PATHS["cache_array"].replace("{split}", "test"),
+        unpack(stage_input("gradcam_figure")),
     output:
-        report(PATHS["fig_gradcam"], caption="../report/gradcam.rst", category="Figures",
-               labels={"figure": "Grad-CAM overlays", "dataset": "{dataset}", "variant": "{variant}"}),
+        **stage_output("gradcam_figure", out=as_report("gradcam.rst", "Figures", figure="Grad-CAM overlays", dataset="{dataset}", variant="{variant}")),
     params:
-        cfg=params_json("figures"),
+        cfg=stage_params("gradcam_figure"),
     log:
         "results/logs/figures/gradcam_{dataset}_{variant}.log",
     threads: 1
     conda:
         ENV
     shell:
-        "python scripts/figures.py gradcam --config-json {params.cfg:q} --dataset {wildcards.dataset} "
-        "--variant {wildcards.variant} --out {output} > {log} 2>&1"
+        stage_shell("gradcam_figure")

@@ -1,14 +1,12 @@
 rule pixel_stats:
-    """Per-pixel mean and std images of the cached training split (streamed, float64), for normalization:
-    per_pixel; the train rule needs it only for the variants that use it."""
+    """Per-pixel mean and std images of the cached training split (streamed, float64), for
+    normalization: per_pixel."""
     input:
-        array=PATHS["cache_array"].replace("{split}", "train"),
-        index=PATHS["cache_index"],
+        unpack(stage_input("pixel_stats")),
     output:
-        PATHS["pixel_stats"],
+        **stage_output("pixel_stats"),
     params:
-        cfg=params_json("pixel_stats"),
-        cache_dir=lambda wildcards, input: os.path.dirname(input.index),
+        cfg=stage_params("pixel_stats"),
     log:
         "results/logs/pixel_stats/{dataset}.log",
     threads: 1
@@ -17,5 +15,4 @@ rule pixel_stats:
     conda:
         ENV
     shell:
-        "python scripts/pixel_stats.py --config-json {params.cfg:q} --cache-dir {params.cache_dir} "
-        "--out {output} > {log} 2>&1"
+        stage_shell("pixel_stats")

@@ -1,14 +1,11 @@
 rule predict:
-    """Per-image probabilities on one split (val: for thresholds later; test: for the reported metrics)."""
+    """Per-image probabilities of a trained variant on the validation or test split."""
     input:
-        model=PATHS["model"],
-        array=PATHS["cache_array"],
-        index=PATHS["cache_index"],
+        unpack(stage_input("predict")),
     output:
-        PATHS["predictions"],
+        **stage_output("predict"),
     params:
-        cfg=params_json("predict"),
-        cache_dir=lambda wildcards, input: os.path.dirname(input.index),
+        cfg=stage_params("predict"),
     log:
         "results/logs/predict/{dataset}/{variant}/{split}.log",
     threads: 1
@@ -17,5 +14,4 @@ rule predict:
     conda:
         ENV
     shell:
-        "python scripts/predict.py --config-json {params.cfg:q} --model {input.model} "
-        "--cache-dir {params.cache_dir} --split {wildcards.split} --out {output} --threads {threads} > {log} 2>&1"
+        stage_shell("predict")

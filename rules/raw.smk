@@ -1,10 +1,12 @@
 rule prepare_raw:
     """Generate the synthetic twin (source: synthetic), link/extract a local copy or archive (source: local), or
     download, verify and safely extract the release files (source: download; kept in data/downloads/<dataset>)."""
+    input:
+        unpack(stage_input("prepare_raw")),
     output:
-        directory(PATHS["raw"]),
+        **stage_output("prepare_raw"),
     params:
-        cfg=params_json("raw"),
+        cfg=stage_params("prepare_raw"),
     log:
         "results/logs/prepare_raw/{dataset}.log",
     benchmark:
@@ -15,5 +17,4 @@ rule prepare_raw:
     conda:
         ENV
     shell:
-        "python scripts/prepare_raw.py --config-json {params.cfg:q} --dataset {wildcards.dataset} "
-        "--out {output} > {log} 2>&1"
+        stage_shell("prepare_raw")

@@ -1,12 +1,11 @@
 rule make_splits:
     """Manifest (one row per image, NaN = unknown label) with patient-wise train/val/test splits."""
     input:
-        PATHS["raw"],
+        unpack(stage_input("make_splits")),
     output:
-        manifest=PATHS["manifest"],
-        summary=PATHS["split_summary"],
+        **stage_output("make_splits"),
     params:
-        cfg=params_json("splits"),
+        cfg=stage_params("make_splits"),
     log:
         "results/logs/make_splits/{dataset}.log",
     threads: 1
@@ -15,5 +14,4 @@ rule make_splits:
     conda:
         ENV
     shell:
-        "python scripts/make_splits.py --config-json {params.cfg:q} --dataset {wildcards.dataset} "
-        "--raw {input} --out {output.manifest} --summary {output.summary} > {log} 2>&1"
+        stage_shell("make_splits")

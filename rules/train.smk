@@ -5,18 +5,11 @@ rule train:
     relaunches itself under torchrun, one DDP process per GPU.
     """
     input:
-        arrays=expand(PATHS["cache_array"], split=["train", "val"], allow_missing=True),
-        index=PATHS["cache_index"],
-        # normalization: per_pixel reads the training split's statistics beside the cache
-        stats=lambda w: [PATHS["pixel_stats"].format(dataset=w.dataset)]
-        if config["variants"][w.variant].get("normalization") == "per_pixel" else [],
+        unpack(stage_input("train")),
     output:
-        model=PATHS["model"],
-        history=PATHS["history"],
+        **stage_output("train"),
     params:
-        cfg=params_json("train"),
-        cache_dir=lambda wildcards, input: os.path.dirname(input.index),
-        checkpoint=lambda wildcards: PATHS["checkpoint"].format(**wildcards),
+        cfg=stage_params("train"),
     log:
         "results/logs/train/{dataset}/{variant}.log",
     benchmark:
@@ -27,6 +20,4 @@ rule train:
     conda:
         ENV
     shell:
-        "python scripts/train.py --config-json {params.cfg:q} --variant {wildcards.variant} "
-        "--cache-dir {params.cache_dir} --model {output.model} --history {output.history} "
-        "--checkpoint {params.checkpoint} --threads {threads} > {log} 2>&1"
+        stage_shell("train")

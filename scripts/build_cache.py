@@ -1,4 +1,4 @@
-"""Stage cache: decode, resize and store every image of the manifest as uint8 arrays per split."""
+"""Stage build_cache: decode, resize and store every image of the manifest as uint8 arrays per split."""
 import sys
 from pathlib import Path
 
@@ -10,12 +10,12 @@ def main():
     p = cli.parser(__doc__)
     p.add_argument("--dataset", required=True)
     p.add_argument("--manifest", required=True)
-    p.add_argument("--out-dir", required=True)
+    p.add_argument("--out-dir", required=True, help="output: the cache directory")
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args()
-    config = cli.resolve_config(args)
-    threads = args.threads or config.get("preprocess_threads", 1)
-    index = stages.build_cache(config["datasets"][args.dataset], args.manifest, args.out_dir, threads)
+    config = cli.stage_config(args, "cache", dataset=args.dataset)
+    index = stages.build_cache(config["datasets"][args.dataset], args.manifest, args.out_dir,
+                               cli.threads(args, "preprocess_threads"))
     print(f"cached {len(index)} images into {args.out_dir}")
 
 

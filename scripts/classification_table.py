@@ -1,4 +1,4 @@
-"""Stage classification_table: results/tables/classification.csv (+ .md), per dataset x variant x label."""
+"""Stage classification_table: results/tables/classification.csv (+ .md, .html), per dataset x variant x label."""
 import sys
 from pathlib import Path
 
@@ -6,17 +6,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run with
 from xraypipe import cli
 from xraypipe.metrics import seed_groups
 from xraypipe.tables import write_classification_table
-from xraypipe.workflow import PATHS, experiment_pairs
+from xraypipe.workflow import expand_pattern
 
 
 def main():
     p = cli.parser(__doc__)
-    p.add_argument("--out-csv", default=PATHS["classification_table"])
-    p.add_argument("--out-md", default=PATHS["classification_markdown"])
-    p.add_argument("--out-html", default=PATHS["classification_html"])
+    p.add_argument("--metrics", required=True, help="path pattern of the metrics files ({dataset}, {variant}: every dataset x variant of the experiment)")
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-md", required=True)
+    p.add_argument("--out-html", required=True)
     args = p.parse_args()
-    config = cli.resolve_config(args)
-    files = {(d, v): PATHS["metrics"].format(dataset=d, variant=v) for d, v in experiment_pairs(config)}
+    config = cli.stage_config(args, "table")
+    files = {(k["dataset"], k["variant"]): path for k, path in expand_pattern(args.metrics, config)}
     groups = seed_groups({v: config["variants"][v] for v in config["experiment"]["variants"]})
     table = write_classification_table(files, args.out_csv, args.out_md, groups, html_out=args.out_html)
     print(table[table["label"] == "macro"].to_string(index=False))

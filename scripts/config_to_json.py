@@ -1,4 +1,5 @@
-"""Stage config_to_json: the configuration as given, validated, written as JSON.
+"""Stage config_to_json: the configuration as given, validated, written as JSON (plus any key a stage tracks
+that it leaves to the schema default, filled in: DVC needs every tracked key in the file).
 
 It records what a run was configured with, and it is the params file every other DVC stage tracks (DVC re-reads a
 params file for each stage that lists it; JSON keeps `dvc status` fast with many variants).
@@ -9,6 +10,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run without installing the package
 from xraypipe import cli
 from xraypipe.config import read_config_file, write_config_json
+from xraypipe.workflow import tracked_keys
 
 
 def main():
@@ -17,7 +19,7 @@ def main():
     args = p.parse_args()
     config = read_config_file(args.config) if args.config is not None else cli.resolve_config(args)
     source = args.config or "--config-json"
-    write_config_json(config, args.out, source=source)
+    write_config_json(config, args.out, source=source, tracked=tracked_keys(config))
     print(f"{source}: {len(config.get('variants', {}))} variants, {len(config.get('datasets', {}))} datasets "
           f"-> {args.out}")
 

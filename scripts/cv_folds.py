@@ -10,20 +10,20 @@ from xraypipe import cli
 def main():
     p = cli.parser(__doc__)
     p.add_argument("--cache-dir", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--folds", required=True, help="output: the fold assignment CSV")
     args = p.parse_args()
-    config = cli.resolve_config(args)
+    config = cli.stage_config(args, "cv_folds")
     from xraypipe.cv import check_fold_ids, write_folds
-    from xraypipe.preprocess import load_cache_index
     from xraypipe.datasets.contract import manifest_pathologies
+    from xraypipe.preprocess import load_cache_index
 
-    cv = config.get("cross_validation") or {}
-    k = check_fold_ids(cv.get("folds", range(5)))
+    cv = config["cross_validation"]
+    k = check_fold_ids(cv["folds"])
     index_path = Path(args.cache_dir) / "index.csv"
     if not index_path.exists():
         raise FileNotFoundError(f"{index_path}: cache index not found (run the build_cache rule first)")
     pathologies = manifest_pathologies(load_cache_index(args.cache_dir))
-    write_folds(args.cache_dir, pathologies, k, int(cv.get("seed", 0)), args.out)
+    write_folds(args.cache_dir, pathologies, k, int(cv["seed"]), args.folds)
 
 
 if __name__ == "__main__":

@@ -5,26 +5,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run without installing the package
 from xraypipe import cli
-from xraypipe.workflow import PATHS
+from xraypipe.workflow import expand_pattern
 
 
 def main():
     p = cli.parser(__doc__)
     p.add_argument("--variant", required=True)
-    p.add_argument("--out-csv", default=None)
-    p.add_argument("--out-md", default=None)
-    p.add_argument("--out-html", default=None)
+    p.add_argument("--metrics", required=True,
+                   help="path pattern ({dataset}, {fold}: every experiment dataset x fold) of the folds' metrics")
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-md", required=True)
+    p.add_argument("--out-html", required=True)
     args = p.parse_args()
-    config = cli.resolve_config(args)
+    config = cli.stage_config(args, "cv_table")
     from xraypipe.cv import check_fold_ids, write_cv_table
 
-    names = {"variant": args.variant}
-    folds = range(check_fold_ids((config.get("cross_validation") or {}).get("folds", range(5))))
-    files = {(d, args.variant, f): PATHS["cv_metrics"].format(dataset=d, variant=args.variant, fold=f)
-             for d in config["experiment"]["datasets"] for f in folds}
-    table = write_cv_table(files, args.out_csv or PATHS["cv_table"].format(**names),
-                           args.out_md or PATHS["cv_markdown"].format(**names),
-                           args.out_html or PATHS["cv_html"].format(**names))
+    check_fold_ids(config["cross_validation"]["folds"])
+    files = {(k["dataset"], args.variant, int(k["fold"])): path for k, path in expand_pattern(args.metrics, config)}
+    table = write_cv_table(files, args.out_csv, args.out_md, args.out_html)
     summary = table[table["fold"].isin(["mean", "sd"])]
     print(summary[["dataset", "variant", "fold", "mean_auroc"]].to_string(index=False))
 

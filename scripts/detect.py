@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run without installing the package
-from xraypipe import cli
+from xraypipe import cli, datasets
 from xraypipe.detection import detect
 
 
@@ -15,17 +15,17 @@ def main():
     p.add_argument("--predictions", required=True, help="the classifier's test-split predictions")
     p.add_argument("--thresholds", required=True, help="the classifier's thresholds.json (chosen on validation)")
     p.add_argument("--cache-dir", required=True)
-    p.add_argument("--raw", required=True, help="the dataset's raw directory (BBox_List_2017.csv, if any)")
+    p.add_argument("--raw", required=True, help="the raw dataset directory (its reader knows the box file)")
     p.add_argument("--out-dir", required=True)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=None)
     args = p.parse_args()
-    config = cli.resolve_config(args)
-    resize = config["datasets"][args.dataset].get("preprocess", {}).get("resize", "pad")
+    config = cli.stage_config(args, "detect", dataset=args.dataset)
+    dataset = config["datasets"][args.dataset]
     info = detect(detector_path=args.detector, cache_dir=args.cache_dir,
-                  boxes_csv=Path(args.raw) / "BBox_List_2017.csv", predictions_csv=args.predictions,
-                  thresholds_json=args.thresholds, resize=resize,
-                  cfg=config.get("evaluation", {}).get("localization", {}), out_dir=args.out_dir,
-                  threads=args.threads, device_preference=config.get("training", {}).get("device", "auto"))
+                  boxes_csv=datasets.box_file(dataset["reader"], args.raw), predictions_csv=args.predictions,
+                  thresholds_json=args.thresholds, resize=dataset["preprocess"]["resize"],
+                  cfg=config["evaluation"]["localization"], out_dir=args.out_dir,
+                  threads=cli.threads(args), device_preference=config["training"]["device"])
     print(info)
 
 

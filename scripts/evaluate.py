@@ -10,13 +10,13 @@ from xraypipe.evaluation import evaluate
 
 def main():
     p = cli.parser(__doc__)
-    p.add_argument("--predictions", required=True, help="test-split predictions CSV")
-    p.add_argument("--val", required=True, help="validation-split predictions CSV (thresholds are chosen here)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--test-predictions", required=True, help="test-split predictions CSV")
+    p.add_argument("--val-predictions", required=True, help="validation-split predictions CSV (thresholds are chosen here)")
+    p.add_argument("--metrics", required=True, help="output: the test metrics (JSON)")
     p.add_argument("--thresholds", required=True, help="output: the chosen thresholds (JSON)")
     args = p.parse_args()
-    config = cli.resolve_config(args)
-    result = evaluate(args.predictions, args.val, config.get("evaluation", {}), args.out, args.thresholds)
+    config = cli.stage_config(args, "evaluate")
+    result = evaluate(args.test_predictions, args.val_predictions, config["evaluation"], args.metrics, args.thresholds)
     print(f"mean AUROC {result['mean']['auroc']}; macro F1 {result['classification']['macro']['f1']}")
 
 

@@ -3,7 +3,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run without installing the package
-from xraypipe import cli
+from xraypipe import cli, datasets
 from xraypipe.localization import localize
 
 
@@ -12,15 +12,16 @@ def main():
     p.add_argument("--dataset", required=True)
     p.add_argument("--model", required=True)
     p.add_argument("--cache-dir", required=True)
-    p.add_argument("--raw", required=True, help="the dataset's raw directory (BBox_List_2017.csv, if any)")
+    p.add_argument("--raw", required=True, help="the raw dataset directory (its reader knows the box file)")
     p.add_argument("--out-dir", required=True)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=None)
     args = p.parse_args()
-    config = cli.resolve_config(args)
-    evaluation = config.get("evaluation", {})
-    resize = config["datasets"][args.dataset].get("preprocess", {}).get("resize", "pad")
-    info = localize(model_path=args.model, cache_dir=args.cache_dir, boxes_csv=Path(args.raw) / "BBox_List_2017.csv",
-                    resize=resize, cfg=evaluation.get("localization", {}), out_dir=args.out_dir, threads=args.threads)
+    config = cli.stage_config(args, "localize", dataset=args.dataset)
+    dataset = config["datasets"][args.dataset]
+    info = localize(model_path=args.model, cache_dir=args.cache_dir,
+                    boxes_csv=datasets.box_file(dataset["reader"], args.raw), resize=dataset["preprocess"]["resize"],
+                    cfg=config["evaluation"]["localization"], out_dir=args.out_dir,
+                    threads=cli.threads(args))
     print(info)
 
 

@@ -1,4 +1,4 @@
-"""Stage splits: read the raw dataset into a manifest with patient-wise train/val/test splits."""
+"""Stage make_splits: read the raw dataset into a manifest with patient-wise train/val/test splits."""
 import sys
 from pathlib import Path
 
@@ -9,12 +9,12 @@ from xraypipe import cli, stages
 def main():
     p = cli.parser(__doc__)
     p.add_argument("--dataset", required=True)
-    p.add_argument("--raw", required=True, help="dataset directory (results/raw/<dataset>)")
-    p.add_argument("--out", required=True, help="manifest CSV")
-    p.add_argument("--summary", required=True, help="per-split counts CSV")
+    p.add_argument("--raw", required=True, help="the raw dataset directory")
+    p.add_argument("--manifest", required=True, help="output: the manifest CSV")
+    p.add_argument("--summary", required=True, help="output: per-split counts CSV")
     args = p.parse_args()
-    config = cli.resolve_config(args)
-    manifest = stages.make_splits(config["datasets"][args.dataset], args.raw, args.out, args.summary)
+    config = cli.stage_config(args, "splits", dataset=args.dataset)
+    manifest = stages.make_splits(config["datasets"][args.dataset], args.raw, args.manifest, args.summary)
     print(manifest["split"].value_counts().to_string())
 
 

@@ -1,4 +1,4 @@
-"""Stage raw: generate a dataset's synthetic twin, or link a local copy, into results/raw/<dataset>."""
+"""Stage prepare_raw: the raw dataset directory (synthetic twin, local copy or archive, or download)."""
 import sys
 from pathlib import Path
 
@@ -9,10 +9,10 @@ from xraypipe import cli, stages
 def main():
     p = cli.parser(__doc__)
     p.add_argument("--dataset", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--raw", required=True, help="output: the raw dataset directory")
     args = p.parse_args()
-    config = cli.resolve_config(args)
-    summary = stages.prepare_raw(config["datasets"][args.dataset], args.out)
+    config = cli.stage_config(args, "raw", dataset=args.dataset)
+    summary = stages.prepare_raw(config["datasets"][args.dataset], args.raw)
     print(f"{args.dataset}: {summary}")
 
 

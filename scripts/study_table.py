@@ -1,5 +1,5 @@
-"""Stage study_table: results/tables/study_level.csv (+ .md): study-level (mean of the study's image probabilities)
-metrics per group (MURA body part) for datasets whose manifest has a study column; empty otherwise."""
+"""Stage study_table: results/tables/study_level.csv (+ .md, .html): study-level (mean of the study's image
+probabilities) metrics per group (MURA body part) for datasets whose manifest has a study column; empty otherwise."""
 import sys
 from pathlib import Path
 
@@ -7,23 +7,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run with
 from xraypipe import cli
 from xraypipe.evaluation import study_level_rows
 from xraypipe.tables import write_study_table
-from xraypipe.workflow import PATHS, experiment_pairs
+from xraypipe.workflow import expand_pattern
 
 
 def main():
     p = cli.parser(__doc__)
-    p.add_argument("--out-csv", default=PATHS["study_table"])
-    p.add_argument("--out-md", default=PATHS["study_markdown"])
-    p.add_argument("--out-html", default=PATHS["study_html"])
+    pattern = "path pattern ({dataset}, {variant}: every dataset x variant of the experiment) of "
+    p.add_argument("--test-predictions", required=True, help=pattern + "the test-split predictions")
+    p.add_argument("--val-predictions", required=True, help=pattern + "the validation-split predictions")
+    p.add_argument("--cache-index", required=True, help="path pattern ({dataset}) of the cache indexes")
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-md", required=True)
+    p.add_argument("--out-html", required=True)
     args = p.parse_args()
-    config = cli.resolve_config(args)
-    evaluation = config.get("evaluation", {})
-    parts = []
-    for d, v in experiment_pairs(config):
-        pred = PATHS["predictions"]
-        parts.append(study_level_rows(d, v, pred.format(dataset=d, variant=v, split="test"),
-                                      pred.format(dataset=d, variant=v, split="val"),
-                                      PATHS["cache_index"].format(dataset=d), evaluation))
+    config = cli.stage_config(args, "study_table")
+    val = {(k["dataset"], k["variant"]): path for k, path in expand_pattern(args.val_predictions, config)}
+    index = {k["dataset"]: path for k, path in expand_pattern(args.cache_index, config)}
+    parts = [study_level_rows(k["dataset"], k["variant"], test, val[k["dataset"], k["variant"]], index[k["dataset"]],
+                              config["evaluation"])
+             for k, test in expand_pattern(args.test_predictions, config)]
     readers = {d: config["datasets"][d]["reader"] for d in config["experiment"]["datasets"]}
     table = write_study_table(parts, args.out_csv, args.out_md, readers, html_out=args.out_html)
     print(table.to_string(index=False) if len(table) else "no dataset with studies")

@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run without installing the package
-from xraypipe import cli, stages
+from xraypipe import cli
 
 
 def main():
@@ -16,14 +16,14 @@ def main():
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args()
-    config = cli.resolve_config(args)
-    training = config.get("training", {})
+    config = cli.stage_config(args, "train", variant=args.variant)
+    training = config["training"]
     # training.distributed with >1 process: become `torchrun --standalone --nproc-per-node=N scripts/train.py ...`
-    from xraypipe.train import relaunch_under_torchrun
+    from xraypipe.train import relaunch_under_torchrun, train_stage
 
     relaunch_under_torchrun(training, str(Path(__file__).resolve()), sys.argv[1:])
-    stages.train(config["variants"][args.variant], training, args.cache_dir, args.model, args.history,
-                 args.checkpoint, threads=args.threads or training.get("threads", 1))
+    train_stage(config["variants"][args.variant], training, args.cache_dir, args.model, args.history,
+                args.checkpoint, threads=cli.threads(args, "training.threads"))
 
 
 if __name__ == "__main__":

@@ -20,8 +20,8 @@ def main():
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args()
-    config = cli.resolve_config(args)
-    training = config.get("training", {})
+    config = cli.stage_config(args, "train_fold", variant=args.variant)
+    training = config["training"]
     from xraypipe.config import variant_config
     from xraypipe.cv import train_fold
     from xraypipe.train import relaunch_under_torchrun
@@ -30,7 +30,7 @@ def main():
     relaunch_under_torchrun(training, str(Path(__file__).resolve()), sys.argv[1:])
     train_fold(variant=variant, training=training, cache_dir=args.cache_dir, folds_csv=args.folds, fold=args.fold,
                model_out=args.model, history_out=args.history, metrics_out=args.metrics,
-               checkpoint=args.checkpoint, threads=args.threads or training.get("threads", 1))
+               checkpoint=args.checkpoint, threads=cli.threads(args, "training.threads"))
 
 
 if __name__ == "__main__":

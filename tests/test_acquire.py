@@ -17,6 +17,7 @@ from xraypipe.datasets import DatasetFormatError
 from xraypipe.download import DownloadError
 from xraypipe.preprocess import ImageDecodeError, build_cache, load_cache_index, load_cache_split
 from xraypipe.splits import assign_splits
+from config_sections import validated_dataset
 from workflow_copy import load_tiny_config
 
 
@@ -81,7 +82,8 @@ def served(tmp_path_factory):
 def test_download_source_reproduces_the_twin(served, reader, tmp_path):
     srv, twins, _ = served
     raw, files = twins[reader]
-    cfg = {"reader": reader, "source": "download", "download": {"dir": str(tmp_path / "dl"), "files": files}}
+    cfg = validated_dataset({"reader": reader, "source": "download", "download": {"dir": str(tmp_path / "dl"),
+                                                                                   "files": files}})
     out = tmp_path / "results" / "raw" / "ds"
     summary = stages.prepare_raw(cfg, out)
     assert summary["files"]
@@ -96,7 +98,8 @@ def test_wrong_checksum_stops_prepare_raw_and_leaves_no_output(served, tmp_path)
     _, twins, _ = served
     raw, files = twins["kermany"]
     bad = [dict(files[0], sha256="0" * 64)]
-    cfg = {"reader": "kermany", "source": "download", "download": {"dir": str(tmp_path / "dl"), "files": bad}}
+    cfg = validated_dataset({"reader": "kermany", "source": "download", "download": {"dir": str(tmp_path / "dl"),
+                                                                                      "files": bad}})
     with pytest.raises(DownloadError, match=r"kermany\.zip.*wrong sha256 checksum"):
         stages.prepare_raw(cfg, tmp_path / "raw" / "k")
     assert not (tmp_path / "raw" / "k").exists()
@@ -104,8 +107,8 @@ def test_wrong_checksum_stops_prepare_raw_and_leaves_no_output(served, tmp_path)
 
 
 def test_file_without_url_is_a_clear_error(tmp_path):
-    cfg = {"reader": "nih", "source": "download",
-           "download": {"dir": str(tmp_path), "files": [{"url": None, "name": "Data_Entry_2017_v2020.csv"}]}}
+    cfg = validated_dataset({"reader": "nih", "source": "download", "download": {
+        "dir": str(tmp_path), "files": [{"url": None, "name": "Data_Entry_2017_v2020.csv"}]}})
     with pytest.raises(DatasetFormatError, match=r"Data_Entry_2017_v2020\.csv\) has no url"):
         stages.prepare_raw(cfg, tmp_path / "raw" / "nih")
 
@@ -119,12 +122,13 @@ def test_local_archive_and_file_url(served, tmp_path):
     pd.testing.assert_frame_equal(_manifest("mura", out), _manifest("mura", raw))
     # source: download with a file:// URL (verified in place, not copied to the download dir)
     out = tmp_path / "b"
-    cfg = {"reader": "mura", "source": "download",
-           "download": {"dir": str(tmp_path / "dl"), "files": [{"url": (work / "mura.zip").as_uri(), "md5": md5(work / "mura.zip")}]}}
+    cfg = validated_dataset({"reader": "mura", "source": "download", "download": {
+        "dir": str(tmp_path / "dl"), "files": [{"url": (work / "mura.zip").as_uri(), "md5": md5(work / "mura.zip")}]}})
     stages.prepare_raw(cfg, out)
     pd.testing.assert_frame_equal(_manifest("mura", out), _manifest("mura", raw))
     with pytest.raises(FileNotFoundError, match="nope.zip"):
-        stages.prepare_raw({**cfg, "download": {"files": [{"url": str(work / "nope.zip")}]}}, tmp_path / "c")
+        stages.prepare_raw(validated_dataset({**cfg, "download": {"files": [{"url": str(work / "nope.zip")}]}}),
+                           tmp_path / "c")
 
 
 def test_config_accepts_download_and_body_parts_and_rejects_misuse():

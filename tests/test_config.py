@@ -81,6 +81,10 @@ def test_config_json_is_the_config_as_given_and_nothing_is_written_for_a_bad_one
     write_config_json(raw_config, out)
     assert json.loads(out.read_text()) == raw_config
     assert "missing_images" not in json.loads(out.read_text())["datasets"]["nih_synthetic"]  # no defaults
+    write_config_json(raw_config, out, tracked=["datasets.nih_synthetic.missing_images", "datasets.nih_synthetic.root"])
+    filled = json.loads(out.read_text())["datasets"]["nih_synthetic"]
+    assert filled["missing_images"] == validate_config(raw_config)["datasets"]["nih_synthetic"]["missing_images"]
+    assert filled["root"] is None  # tracked, but the schema has no default: null, so DVC still finds the key
     bad = copy.deepcopy(raw_config)
     bad["variants"]["resnet18"]["lr"] = "fast"
     target = tmp_path / "bad" / "config.json"
@@ -106,4 +110,9 @@ def test_config_to_json_script_names_the_bad_file_and_leaves_no_output(project_r
     proc = subprocess.run([sys.executable, str(project_root / "scripts" / "config_to_json.py"), "--config",
                            str(good), "--out", str(out)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert yaml.safe_load(good.read_text()) == json.loads(out.read_text())
+    written, given = json.loads(out.read_text()), yaml.safe_load(good.read_text())
+    # the config as given, plus the tracked keys it leaves to the schema defaults (DVC needs every tracked key)
+    assert written["variants"] == given["variants"] and written["experiment"] == given["experiment"]
+    assert "missing_images" not in given["datasets"]["nih_synthetic"]
+    assert written["datasets"]["nih_synthetic"]["missing_images"] == \
+        validate_config(given)["datasets"]["nih_synthetic"]["missing_images"]

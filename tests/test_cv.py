@@ -8,6 +8,8 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from config_sections import validated_section
+from test_train_resume import validated_variant
 from workflow_copy import BIN, load_tiny_config, make_workflow_copy, run
 
 from xraypipe.config import ConfigError, validate_config
@@ -27,10 +29,10 @@ from xraypipe.data import GRAY_MEAN, GRAY_STD, CacheBatches, CacheRows
 from xraypipe.workflow import PATHS
 
 PATHOLOGIES = ["Mass", "Effusion"]
-VARIANT = {"model": "small_cnn", "epochs": 2, "batch_size": 16, "optimizer": "adam", "lr": 0.003,
-           "weight_decay": 0.0, "loss": "bce", "augment": True, "seed": 3, "model_args": {"widths": [8, 16]},
-           "weights": None}
-TRAINING = {"device": "cpu", "amp": True, "channels_last": True}
+VARIANT = validated_variant({"model": "small_cnn", "epochs": 2, "batch_size": 16, "optimizer": "adam", "lr": 0.003,
+                             "weight_decay": 0.0, "loss": "bce", "augment": True, "seed": 3,
+                             "model_args": {"widths": [8, 16]}, "weights": None})
+TRAINING = validated_section("training", device="cpu", amp=True, channels_last=True)
 
 
 def make_cache(path, n_patients=40, size=16, seed=0):
@@ -231,7 +233,7 @@ def test_each_fold_trains_a_fresh_model_and_scores_its_held_out_fold(tmp_path, m
 
     import xraypipe.train as train_module
     from xraypipe.models import build_model
-    from xraypipe.train import load_trained_model
+    from xraypipe.inference import load_trained_model
 
     cache = make_cache(tmp_path / "cache")
     folds_csv = tmp_path / "folds.csv"

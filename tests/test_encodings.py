@@ -108,7 +108,7 @@ def _train(tmp_path, cache, encoding):
 
 
 def test_u_multiclass_trains_three_logits_per_label_and_scores_pos_over_pos_plus_neg(tmp_path):
-    from xraypipe.train import load_trained_model, predict_split
+    from xraypipe.inference import load_trained_model, predict_split
 
     cache = _uncertain_cache(tmp_path)
     out = _train(tmp_path, cache, "u_multiclass")

@@ -11,10 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
+from config_sections import validated_section
 from test_train_resume import PATHOLOGIES, TRAINING, VARIANT, make_cache
 from workflow_copy import BIN, env
 from xraypipe.evaluation import evaluate
-from xraypipe.train import predict_split, train_variant
+from xraypipe.inference import predict_split
+from xraypipe.train import train_variant
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +30,8 @@ def trained(tmp_path_factory):
     for split in ("val", "test"):
         predict_split(model_path=model_dir / "model.pt", cache_dir=cache, split=split,
                       out_csv=root / f"{split}.csv", device_preference="cpu")
-    evaluate(root / "test.csv", root / "val.csv", {"bootstrap_samples": 20, "threshold_method": "youden"},
-             root / "metrics.json", model_dir / "thresholds.json")
+    evaluation = validated_section("evaluation", bootstrap_samples=20, threshold_method="youden")
+    evaluate(root / "test.csv", root / "val.csv", evaluation, root / "metrics.json", model_dir / "thresholds.json")
     return root, model_dir
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from config_sections import validated_dataset
 from xraypipe.datasets.contract import DatasetFormatError, validate_manifest
 from xraypipe.splits import SplitLeakageError
 from xraypipe.stages import make_splits
@@ -78,6 +79,7 @@ def _write(path: Path, text: str) -> None:
 def check_outcome(dataset_cfg: dict, raw: Path, files: list[Path], out: Path) -> str:
     """Run the splits stage; return 'ok' or 'error', failing the test on any other outcome."""
     manifest_out, summary_out = out / "manifest.csv", out / "summary.csv"
+    dataset_cfg = validated_dataset({"root": str(raw), **dataset_cfg})  # as the pipeline passes it: defaults filled
     try:
         manifest = make_splits(dataset_cfg, raw, manifest_out, summary_out)
     except (DatasetFormatError, SplitLeakageError) as exc:

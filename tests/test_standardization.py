@@ -181,15 +181,18 @@ def test_trained_model_carries_per_pixel_stats_into_prediction(tmp_path):
     predict_images / Grad-CAM all feed the model exactly the per-pixel-standardised input."""
     from xraypipe.localization import heatmaps
     from xraypipe.predict_cli import predict_images
-    from xraypipe.train import load_trained_model, predict_split, train_variant
+    from test_train_resume import TRAINING, validated_variant
+    from xraypipe.inference import load_trained_model, predict_split
+    from xraypipe.train import train_variant
 
     torch.set_num_threads(1)
     cache = _cache(tmp_path / "cache", n=(24, 10, 6), size=16)
     write_pixel_stats(cache, cache / "pixel_stats.npz")
-    variant = {"model": "small_cnn", "epochs": 1, "batch_size": 8, "optimizer": "adam", "lr": 0.003,
-               "weight_decay": 0.0, "loss": "bce", "augment": True, "seed": 0, "model_args": {"widths": [4, 8]},
-               "weights": None, "normalization": "per_pixel", "init": "xavier"}
-    train_variant(cache_dir=cache, pathologies=PATHOLOGIES, variant=variant, training={"device": "cpu"},
+    variant = validated_variant({"model": "small_cnn", "epochs": 1, "batch_size": 8, "optimizer": "adam",
+                                 "lr": 0.003, "weight_decay": 0.0, "loss": "bce", "augment": True, "seed": 0,
+                                 "model_args": {"widths": [4, 8]}, "weights": None, "normalization": "per_pixel",
+                                 "init": "xavier"})
+    train_variant(cache_dir=cache, pathologies=PATHOLOGIES, variant=variant, training=TRAINING,
                   model_out=tmp_path / "model.pt", history_out=tmp_path / "history.csv",
                   checkpoint_path=tmp_path / "last.pt", progress=False)
     model, meta = load_trained_model(tmp_path / "model.pt")

@@ -12,14 +12,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from test_train_resume import PATHOLOGIES, VARIANT, make_cache
+from config_sections import validated_section
+from test_train_resume import PATHOLOGIES, TRAINING, VARIANT, make_cache
 from workflow_copy import ROOT, env
 
 from xraypipe.data import CacheBatches
 from xraypipe.train import distributed_world, relaunch_under_torchrun, torchrun_argv, train_variant
 
 DDP = {"device": "cpu", "amp": True, "channels_last": True, "pin_memory": True, "cudnn_benchmark": True,
-       "distributed": {"enabled": True, "nproc_per_node": 2, "backend": "gloo"}}
+       "num_workers": 0, "distributed": {"enabled": True, "nproc_per_node": 2, "backend": "gloo"}}
 
 
 def _train_script(cache, out, training=DDP, variant=VARIANT):
@@ -58,7 +59,7 @@ def test_cache_batches_shard_each_global_batch(tmp_path):
 
 
 def test_switch_off_or_auto_without_gpu_is_single_process(monkeypatch):
-    assert distributed_world({}) == 1
+    assert distributed_world(validated_section("training")) == 1
     assert distributed_world({"distributed": {"enabled": False, "nproc_per_node": 4}}) == 1
     assert distributed_world({"distributed": {"enabled": True, "nproc_per_node": 3}}) == 3
     if not torch.cuda.is_available():
@@ -130,7 +131,7 @@ def test_single_process_checkpoint_resumes_under_ddp(tmp_path):
             raise KeyboardInterrupt  # an interruption after the epoch-2 checkpoint
 
     with pytest.raises(KeyboardInterrupt):
-        train_variant(cache_dir=cache, pathologies=PATHOLOGIES, variant=VARIANT, training={"device": "cpu"},
+        train_variant(cache_dir=cache, pathologies=PATHOLOGIES, variant=VARIANT, training=TRAINING,
                       model_out=out / "model.pt", history_out=out / "history.csv", checkpoint_path=out / "last.pt",
                       threads=1, progress=False, on_epoch_end=stop_after_two)
     first_two = torch.load(out / "last.pt", weights_only=False)["history"]

@@ -11,14 +11,26 @@ import pandas as pd
 import pytest
 import torch
 
-from xraypipe.train import load_trained_model, train_variant
-from workflow_copy import env
+from config_sections import validated_section
+from workflow_copy import env, load_tiny_config
+from xraypipe.config import validate_config
+from xraypipe.inference import load_trained_model
+from xraypipe.train import train_variant
+
+
+def validated_variant(variant: dict) -> dict:
+    """``variant`` as the pipeline hands it to ``train_variant``: validated, every schema default filled in."""
+    cfg = load_tiny_config()
+    cfg["variants"] = {"toy": variant}
+    cfg["experiment"]["variants"] = ["toy"]
+    return validate_config(cfg, source="test")["variants"]["toy"]
+
 
 PATHOLOGIES = ["Mass", "Effusion"]
-VARIANT = {"model": "small_cnn", "epochs": 4, "batch_size": 16, "optimizer": "adam", "lr": 0.003,
-           "weight_decay": 0.0, "loss": "bce", "augment": True, "seed": 3, "model_args": {"widths": [8, 16]},
-           "weights": None}
-TRAINING = {"device": "cpu", "amp": True, "channels_last": True}
+VARIANT = validated_variant({"model": "small_cnn", "epochs": 4, "batch_size": 16, "optimizer": "adam", "lr": 0.003,
+                             "weight_decay": 0.0, "loss": "bce", "augment": True, "seed": 3,
+                             "model_args": {"widths": [8, 16]}, "weights": None})
+TRAINING = validated_section("training", device="cpu", amp=True, channels_last=True)
 
 
 def make_cache(path, n=(64, 24, 16), size=16, seed=0):
@@ -116,7 +128,8 @@ def test_training_learns_and_model_roundtrips(tmp_path):
 
 def test_gpu_switches_are_harmless_on_cpu(tmp_path):
     """amp/channels_last/pin-memory paths are requested; on CPU they must reduce to plain fp32."""
-    from xraypipe.train import amp_dtype, select_device
+    from xraypipe.inference import select_device
+    from xraypipe.train import amp_dtype
 
     device = select_device("auto")
     if device.type == "cpu":

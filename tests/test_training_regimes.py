@@ -8,8 +8,9 @@ import torch
 
 from test_train_resume import PATHOLOGIES, TRAINING, VARIANT, make_cache
 from xraypipe.data import CacheBatches, oversampling_weights
+from xraypipe.inference import load_trained_model
 from xraypipe.models import build_model
-from xraypipe.train import build_scheduler, load_trained_model, step_scheduler, train_variant
+from xraypipe.train import build_scheduler, step_scheduler, train_variant
 
 
 def _train(tmp_path, cache, tag="run", **changes):

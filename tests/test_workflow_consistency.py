@@ -1,29 +1,18 @@
-"""One experiment definition: Snakemake and DVC must define the same outputs and track the same params."""
+"""One stage table (xraypipe.workflow.STAGES) drives both engines: the committed dvc.yaml is what the table
+generates, and Snakemake and DVC define the same jobs with the same data dependencies, outputs, params and code
+dependencies; a code change re-runs exactly the stages whose code changed, under both."""
 
+import json
 import re
+import subprocess
+import sys
 
 import pytest
 
-from workflow_copy import BIN, load_tiny_config, make_workflow_copy, run
+from workflow_copy import BIN, ROOT, init_git_dvc, load_tiny_config, make_workflow_copy, run
+from xraypipe.code_deps import code_deps
 from xraypipe.config import validate_config
-from xraypipe.workflow import PATHS, STAGE_PARAMS
-
-# Snakemake rule <-> DVC stage name, and the STAGE_PARAMS key of each.
-STAGES = {"prepare_raw": "raw", "make_splits": "splits", "build_cache": "cache", "train": "train",
-          "predict": "predict", "evaluate": "evaluate", "auroc_table": "table",
-          # issue 5
-          "localize": "localize", "classification_table": "table", "iobb_table": "table",
-          "study_table": "study_table", "roc_figure": "figures", "label_distribution_figure": "figures",
-          "training_curves_figure": "figures", "confusion_figure": "figures", "gradcam_figure": "figures",
-          # issue 8: the detector
-          "train_detector": "train_detector", "detect": "detect",
-          # issue 8: k-fold cross-validation
-          "cv_folds": "cv_folds", "train_fold": "train_fold", "cv_table": "cv_table",
-          # issue 8: per-pixel standardisation statistics
-          "pixel_stats": "pixel_stats"}
-PER_DATASET = ("prepare_raw", "make_splits", "build_cache", "roc_figure", "label_distribution_figure",
-               "training_curves_figure", "train_detector", "pixel_stats")
-PER_VARIANT = ("cv_table",)  # matrix over cross_validation.variants only
+from xraypipe.workflow import PATHS, STAGE, STAGE_PARAMS, STAGES, dvc_yaml
 
 
 @pytest.fixture(scope="module")
@@ -33,84 +22,135 @@ def two_by_two(tmp_path_factory):
     cfg["datasets"]["nih_other"] = dict(cfg["datasets"]["nih_synthetic"], synthetic={"seed": 5, "n_patients": 20})
     cfg["variants"]["resnet18_lr"] = dict(cfg["variants"]["resnet18"], lr=0.01)
     cfg["experiment"] = {"datasets": ["nih_synthetic", "nih_other"], "variants": ["resnet18", "small_cnn", "resnet18_lr"]}
-    # issue 8: two cross-validated variants (one of them not in experiment.variants) x 3 folds
+    # two cross-validated variants (one of them not in experiment.variants) x 3 folds
     cfg["variants"]["small_cnn_cv"] = dict(cfg["variants"]["small_cnn"], lr=0.004)
     cfg["cross_validation"] = {"variants": ["small_cnn", "small_cnn_cv"], "folds": [0, 1, 2], "seed": 0}
     return make_workflow_copy(tmp_path_factory.mktemp("wf"), cfg), validate_config(cfg)
 
 
-def snakemake_outputs(workdir) -> set[str]:
-    proc = run([str(BIN / "snakemake"), "--summary", "--cores", "1"], workdir, timeout=300)
-    files = set()
-    for line in proc.stdout.splitlines()[1:]:
-        name = line.split("\t")[0].strip()
-        if name.startswith("results/"):
-            files.add(name.rstrip("/"))
-    return files
+def is_code(path: str) -> bool:
+    return path.startswith(("scripts/", "src/"))
 
 
-def dvc_stages(workdir):
+def snakemake_jobs(workdir) -> list[dict]:
+    """Every job of a forced dry run: rule, inputs, outputs and the stage params passed to the script."""
+    proc = run([str(BIN / "snakemake"), "-n", "-p", "--forceall", "--cores", "1"], workdir, timeout=300)
+    jobs, job = [], None
+    for line in proc.stdout.splitlines():
+        m = re.match(r"^(?:local)?rule (\w+):$", line)
+        if m:
+            job = {"rule": m[1], "input": set(), "output": set(), "params": None}
+            jobs.append(job)
+        elif job and re.match(r"^    (input|output): ", line):
+            key, _, files = line.strip().partition(": ")
+            job[key] = {f.rstrip("/") for f in files.split(", ")}
+        elif job and "--config-json '" in line:
+            job["params"] = json.loads(re.search(r"--config-json '([^']*)'", line)[1])
+    return [j for j in jobs if j["rule"] != "all"]
+
+
+def dvc_stages(workdir) -> list[dict]:
     from dvc.repo import Repo
 
     with Repo(str(workdir), uninitialized=True) as repo:
-        return [(s.name, {o.def_path for o in s.outs}, [(p.def_path, list(p.params)) for p in s.deps if hasattr(p, "params")])
+        return [{"name": s.name, "output": {o.def_path for o in s.outs},
+                 "deps": {d.def_path for d in s.deps if not hasattr(d, "params")},
+                 "params": [(d.def_path, list(d.params)) for d in s.deps if hasattr(d, "params")]}
                 for s in repo.index.stages]
 
 
-def test_snakemake_and_dvc_define_the_same_outputs(two_by_two):
+def leaf_paths(tree: dict, prefix: str = "") -> set[str]:
+    out = set()
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        out |= leaf_paths(value, path + ".") if isinstance(value, dict) and value else {path}
+    return out
+
+
+def test_the_committed_dvc_yaml_is_the_generated_one(project_root):
+    assert (project_root / "dvc.yaml").read_text() == dvc_yaml(), "dvc.yaml is stale: run `make dvc-yaml`"
+    proc = subprocess.run([sys.executable, "-m", "xraypipe.workflow", "dvc", "--check", "--out",
+                           str(project_root / "dvc.yaml")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_the_staleness_check_fails_on_an_edited_dvc_yaml(tmp_path):
+    stale = tmp_path / "dvc.yaml"
+    stale.write_text(dvc_yaml().replace("scripts/train.py", "scripts/train_old.py"))
+    proc = subprocess.run([sys.executable, "-m", "xraypipe.workflow", "dvc", "--check", "--out", str(stale)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and "make dvc-yaml" in proc.stderr
+
+
+def test_code_deps_are_the_import_closure():
+    train = code_deps("scripts/train.py")
+    assert {"scripts/train.py", "src/xraypipe/train.py", "src/xraypipe/models.py", "src/xraypipe/data.py",
+            "src/xraypipe/__init__.py", "src/xraypipe/schemas/config.schema.yaml"} <= set(train)
+    figures = code_deps("scripts/figures.py")
+    assert "src/xraypipe/figures.py" in figures and "src/xraypipe/figures.py" not in train
+    assert "src/xraypipe/train.py" not in code_deps("scripts/auroc_table.py")
+
+
+def test_both_engines_define_the_same_jobs_files_params_and_code(two_by_two):
     workdir, cfg = two_by_two
-    sm = snakemake_outputs(workdir)
-    dvc = set().union(*(outs for _, outs, _ in dvc_stages(workdir)))
-    assert sm == dvc, f"only in Snakemake: {sorted(sm - dvc)}\nonly in DVC: {sorted(dvc - sm)}"
-    # 2 datasets x 3 variants: 6 models, 12 prediction files, 6 metrics, one table
-    assert len([f for f in sm if f.startswith("results/models/") and f.endswith("model.pt")]) == 6
-    assert len([f for f in sm if f.startswith("results/predictions/")]) == 12
-    assert PATHS["auroc_table"] in sm
-    # issue 8: 2 datasets x 2 cross-validated variants x 3 folds, one fold assignment per dataset x variant
-    assert len([f for f in sm if f.startswith("results/cv/") and f.endswith("metrics.json")]) == 12
-    assert len([f for f in sm if f.startswith("results/cv/") and f.endswith("folds.csv")]) == 4
-    assert {PATHS["cv_table"].format(variant=v) for v in ("small_cnn", "small_cnn_cv")} <= sm
-
-
-def test_every_snakemake_param_is_tracked_by_dvc(two_by_two):
-    workdir, cfg = two_by_two
-    stages = dvc_stages(workdir)
-    seen = set()
-    for name, _outs, params in stages:
-        rule = name.split("@")[0]
-        seen.add(rule)
-        if rule == "config_to_json":  # the whole of config.yaml, written to the params file of every other stage
-            assert params == [("config.yaml", [])], params
-            continue
-        assert all(file == PATHS["config_json"] for file, _ in params), (name, params)
-        key = STAGES[rule]
-        tracked = [p for file, keys in params for p in keys]
-        m = re.match(r"[^@]+@(?P<rest>.*)", name)
-        names = {}
-        if m:
-            parts = m["rest"].split("-")
-            if rule in PER_DATASET:
-                names = {"dataset": parts[0]}
-            elif rule in PER_VARIANT:
-                names = {"variant": parts[0]}
-            else:
-                names = {"dataset": parts[0], "variant": parts[1]}
-        for dotted in STAGE_PARAMS[key]:
-            wanted = dotted.format(**names)
-            assert any(wanted == t or wanted.startswith(t + ".") for t in tracked), (name, wanted, tracked)
-    assert seen == set(STAGES) | {"config_to_json"}
-
-
-def test_dry_run_lists_every_job(two_by_two):
-    workdir, _ = two_by_two
-    proc = run([str(BIN / "snakemake"), "-n", "--cores", "1", "--quiet", "rules"], workdir, timeout=300)
+    sm_jobs = snakemake_jobs(workdir)
+    dvc = dvc_stages(workdir)
+    by_outputs = {frozenset(s["output"]): s for s in dvc}
+    assert len(by_outputs) == len(dvc)
+    # 2 datasets x 3 variants: 6 train jobs, 12 predict, 6 evaluate; 2 x 2 cross-validated variants x 3 folds
     counts = {}
-    for line in proc.stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit():
-            counts[parts[0]] = int(parts[1])
-    assert counts["prepare_raw"] == 2 and counts["train"] == 6 and counts["predict"] == 12 and counts["auroc_table"] == 1
-    assert counts["cv_folds"] == 4 and counts["train_fold"] == 12 and counts["cv_table"] == 2  # issue 8
+    for job in sm_jobs:
+        counts[job["rule"]] = counts.get(job["rule"], 0) + 1
+    assert counts["train"] == 6 and counts["predict"] == 12 and counts["evaluate"] == 6 and counts["prepare_raw"] == 2
+    assert counts["cv_folds"] == 4 and counts["train_fold"] == 12 and counts["cv_table"] == 2
+    assert len(sm_jobs) == len(dvc), (sorted(counts.items()), len(dvc))
+    for job in sm_jobs:
+        stage = by_outputs.get(frozenset(job["output"]))
+        assert stage is not None, f"no DVC stage writes {sorted(job['output'])}"
+        name = stage["name"]
+        assert name.split("@")[0] == job["rule"]
+        # code dependencies: equal
+        sm_code = {f for f in job["input"] if is_code(f)}
+        assert sm_code == {d for d in stage["deps"] if is_code(d)}, name
+        script = STAGE[job["rule"]].script_path if job["rule"] in STAGE else "scripts/config_to_json.py"
+        assert script in sm_code and "src/xraypipe/config.py" in sm_code, name
+        # data dependencies: every file Snakemake reads lies in a DVC dependency, and each DVC dependency holds one
+        sm_data = {f for f in job["input"] if not is_code(f)}
+        dvc_data = {d for d in stage["deps"] if not is_code(d)}
+        for f in sm_data:
+            assert any(f == d or f.startswith(d + "/") for d in dvc_data), (name, f, sorted(dvc_data))
+        for d in dvc_data:
+            assert any(f == d or f.startswith(d + "/") for f in sm_data), (name, d, sorted(sm_data))
+        # params: the same keys (DVC tracks the stage's keys in results/config.json; Snakemake passes them)
+        if job["rule"] == "config_to_json":
+            assert stage["params"] == [("config.yaml", [])]
+            continue
+        dvc_keys = [k for file, keys in stage["params"] for k in keys]
+        assert all(file == PATHS["config_json"] for file, _ in stage["params"]), stage["params"]
+        wildcards = dict(zip(STAGE[job["rule"]].wildcards, name.partition("@")[2].split("-")))
+        wanted = [k.format(**wildcards) for k in STAGE_PARAMS[STAGE[job["rule"]].params]]
+        assert dvc_keys == wanted, (name, dvc_keys, wanted)
+        passed = leaf_paths(job["params"] or {})
+        for leaf in passed:
+            assert any(leaf == k or leaf.startswith(k + ".") for k in dvc_keys), (name, leaf, dvc_keys)
+    assert {s["name"].split("@")[0] for s in dvc} == {s.name for s in STAGES} | {"config_to_json"}
+
+
+def test_results_config_json_holds_every_tracked_key(two_by_two, tmp_path):
+    """DVC fails on a params key missing from its params file: config_to_json fills the ones left to defaults."""
+    workdir, _ = two_by_two
+    out = tmp_path / "config.json"
+    run([sys.executable, str(workdir / "scripts" / "config_to_json.py"), "--config", "config.yaml", "--out", str(out)],
+        workdir)
+    written = json.loads(out.read_text())
+    tracked = [(s["name"], key) for s in dvc_stages(workdir) for file, keys in s["params"] if file == PATHS["config_json"]
+               for key in keys]
+    assert len(tracked) > 100
+    for name, key in tracked:
+        node = written
+        for part in key.split("."):
+            assert isinstance(node, dict) and part in node, f"{name} tracks {key}, missing from results/config.json"
+            node = node[part]
 
 
 def test_invalid_config_stops_before_any_job(tmp_path):
@@ -124,34 +164,10 @@ def test_invalid_config_stops_before_any_job(tmp_path):
     assert not (wf / "results").exists()
 
 
-@pytest.mark.parametrize("config_name", ["config.yaml", "config/tiny.yaml"])
-def test_dvc_params_exist_in_the_shipped_configs(two_by_two, project_root, config_name):
-    """DVC fails on a params key that the config file does not spell out (schema defaults do not count; its
-    params file, results/config.json, is the config as written), so dvc.yaml may only track keys every shipped
-    config has: whole sections rather than optional leaves."""
-    import yaml
-
-    raw = yaml.safe_load((project_root / config_name).read_text())
-    workdir, _ = two_by_two
-    for name, _outs, params in dvc_stages(workdir):
-        for file, keys in params:
-            if file != PATHS["config_json"]:  # config_to_json tracks the whole of config.yaml
-                continue
-            for key in keys:
-                parts = key.split(".")
-                if parts[0] in ("datasets", "variants") and len(parts) > 1:
-                    parts[1] = next(iter(raw[parts[0]]))  # the stage's own dataset/variant: any defined one
-                node = raw
-                for part in parts:
-                    assert isinstance(node, dict) and part in node, f"{config_name}: {name} tracks missing {key}"
-                    node = node[part]
-
-
 def test_cross_validation_off_defines_no_cv_outputs_and_dvc_still_works(tmp_path, project_root):
     """The default (cross_validation.variants: []) expands DVC's cv matrices to nothing, like Snakemake's rule all,
     and `dvc status` works; config.yaml and config/tiny.yaml spell out the keys dvc.yaml's matrices read."""
     import yaml
-    from workflow_copy import init_git_dvc
 
     for name in ("config.yaml", "config/tiny.yaml"):
         raw = yaml.safe_load((project_root / name).read_text())
@@ -160,12 +176,58 @@ def test_cross_validation_off_defines_no_cv_outputs_and_dvc_still_works(tmp_path
     cfg = load_tiny_config()
     assert cfg["cross_validation"]["variants"] == []
     wf = make_workflow_copy(tmp_path / "wf", cfg)
-    sm = snakemake_outputs(wf)
+    sm = set().union(*(j["output"] for j in snakemake_jobs(wf)))
     stages = dvc_stages(wf)
-    dvc = set().union(*(outs for _, outs, _ in stages))
+    dvc = set().union(*(s["output"] for s in stages))
     assert sm == dvc, f"only in Snakemake: {sorted(sm - dvc)}\nonly in DVC: {sorted(dvc - sm)}"
     assert not [f for f in sm if f.startswith("results/cv") or "cross_validation" in f]
-    assert not [name for name, _, _ in stages if name.split("@")[0] in ("cv_folds", "train_fold", "cv_table")]
+    assert not [s["name"] for s in stages if s["name"].split("@")[0] in ("cv_folds", "train_fold", "cv_table")]
     init_git_dvc(wf)
     status = run([str(BIN / "dvc"), "status"], wf, timeout=300)
     assert "train_fold" not in status.stdout and "cv_" not in status.stdout
+
+
+def _fake_outputs(repo) -> None:
+    """Every output of the DAG as a placeholder file (a file inside directory outputs), marked up to date."""
+    directories = [t for s in STAGES for spec in s.outputs.values() if spec.directory for t in spec.templates()]
+    for job in snakemake_jobs(repo):
+        for out in job["output"]:
+            path = repo / out
+            if any(re.fullmatch(re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(t)), out) for t in directories):
+                path.mkdir(parents=True, exist_ok=True)
+                (path / "placeholder").write_text("")
+            elif not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text("")
+    run([str(BIN / "snakemake"), "--cores", "1", "--touch"], repo, timeout=300)
+
+
+@pytest.mark.slow
+def test_a_code_change_reruns_exactly_the_stages_that_import_it(tmp_path):
+    """Change xraypipe/figures.py: Snakemake re-runs the figure jobs and nothing else, and `dvc status` reports the
+    figure stages changed and nothing else (the stages whose computed code dependencies hold that file)."""
+    cfg = load_tiny_config()
+    repo = make_workflow_copy(tmp_path / "wf", cfg)
+    init_git_dvc(repo)
+    run([str(BIN / "snakemake"), "--cores", "1", PATHS["config_json"]], repo, timeout=300)
+    _fake_outputs(repo)
+    run([str(BIN / "dvc"), "commit", "-f", "-q"], repo, timeout=900)
+    run([str(BIN / "snakemake"), "--cores", "1", "--touch"], repo, timeout=300)  # dvc commit re-links cached outputs
+    assert "Nothing to be done" in run([str(BIN / "snakemake"), "-n", "--cores", "1"], repo).stdout
+    assert "up to date" in run([str(BIN / "dvc"), "status"], repo).stdout
+
+    changed = "src/xraypipe/figures.py"
+    expected = {s.name for s in STAGES if changed in code_deps(s.script_path)}
+    assert expected == {"roc_figure", "label_distribution_figure", "training_curves_figure", "confusion_figure",
+                        "gradcam_figure"}
+    path = repo / changed
+    path.write_text(path.read_text() + "\n# a code change\n")
+    dry = run([str(BIN / "snakemake"), "-n", "--cores", "1"], repo).stdout
+    reran = {j["rule"] for j in snakemake_jobs_from(dry)} - {"all"}
+    assert reran == expected, dry[-3000:]
+    status = run([str(BIN / "dvc"), "status", "--json"], repo).stdout
+    assert {name.split("@")[0] for name in json.loads(status)} == expected, status
+
+
+def snakemake_jobs_from(stdout: str) -> list[dict]:
+    return [{"rule": m[1]} for m in re.finditer(r"^(?:local)?rule (\w+):$", stdout, re.M)]

@@ -81,7 +81,7 @@ def prepare_download(dataset_cfg: dict, out_dir: str | os.PathLike, *, progress:
                 f"{out_dir.name}: download.files[{i}] ({name}) has no url: this file is not publicly linked "
                 "(registration-gated or a folder page); put the URL you were given, or a local path, in 'url'")
         path = fetch(source, cache / name, md5=entry.get("md5"), sha256=entry.get("sha256"), size=entry.get("size"),
-                     retries=int(spec.get("retries", 5)), progress=progress)
+                     retries=int(spec["retries"]), progress=progress)
         log.info("%s: %s ready (%d bytes)", out_dir.name, path, path.stat().st_size)
         fetched.append((i, entry, name, path))
     summary = {"files": [], "extracted_members": 0}

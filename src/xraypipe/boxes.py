@@ -205,7 +205,7 @@ def scoring_split(boxes_csv, index: pd.DataFrame, image_size: int, resize: str, 
     localize, train_detector and detect stages share. ``cap``: apply ``cfg['max_images']`` to the scoring images
     (train_detector does not: the cap changes only what is scored)."""
     truth = load_boxes(boxes_csv, index, image_size, resize, findings)
-    return box_split(truth, index, max_images=int(cfg.get("max_images", 200)) if cap else None, **_split_kwargs(cfg))
+    return box_split(truth, index, max_images=int(cfg["max_images"]) if cap else None, **_split_kwargs(cfg))
 
 
 # ------------------------------------------------------------------------------------------------ scoring

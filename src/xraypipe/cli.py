@@ -1,8 +1,9 @@
 """Shared argument handling for the thin scripts in scripts/.
 
 Every script accepts the configuration either as ``--config config.yaml`` (how dvc.yaml calls it; the
-file is fully validated) or as ``--config-json '{...}'`` (how the Snakefile calls it, passing only the
-keys the stage depends on, already validated when the workflow was parsed).
+file is validated) or as ``--config-json '{...}'`` (how the Snakefile calls it, already validated when the
+workflow was parsed). Either way the script sees only the keys its stage tracks (xraypipe.workflow.STAGE_PARAMS),
+so both engines run it on the same values and re-run it for the same changes.
 """
 
 from __future__ import annotations
@@ -25,12 +26,34 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 
 def resolve_config(args) -> dict:
+    """The whole validated config (``--config``) or the JSON given (``--config-json``)."""
     if args.config_json is not None:
         try:
             return json.loads(args.config_json)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"--config-json is not valid JSON: {exc}") from None
     return load_config(args.config)
+
+
+def stage_config(args, stage: str, **names) -> dict:
+    """The keys stage ``stage`` tracks (``names``: its dataset/variant), from either source."""
+    from xraypipe.workflow import stage_params
+
+    config = resolve_config(args)
+    return config if args.config_json is not None else stage_params(config, stage, **names)
+
+
+def threads(args, key: str | None = None) -> int:
+    """``--threads`` (Snakemake passes the job's threads); else (DVC) the config's value at dotted ``key``, e.g.
+    ``training.threads`` (not a tracked key: a job's thread count changes no result), or 1 without a key."""
+    if getattr(args, "threads", None):
+        return args.threads
+    if args.config is None or key is None:
+        return 1
+    node = load_config(args.config)
+    for part in key.split("."):
+        node = node[part]
+    return int(node)
 
 
 def run(main, results_dir: str = "results") -> None:

@@ -160,16 +160,31 @@ def load_config(path: str | Path) -> dict:
     return validate_config(read_config_file(path), source=str(path))
 
 
-def write_config_json(config: dict, out: str | Path, source: str = "config") -> None:
-    """Validate ``config`` (a ConfigError names the bad key; nothing is written then) and write it as given, without
-    the schema defaults, to ``out`` as JSON (atomically). It is the params file of every DVC stage but
-    ``config_to_json``: DVC re-reads a stage's params file, and walks all of it for each tracked key, once per
-    stage, so the file must be fast to parse (JSON, not YAML) and small (no defaults), which keeps ``dvc status``
-    under 5 s with 50 variants (benchmarks/README.md)."""
+def write_config_json(config: dict, out: str | Path, source: str = "config", tracked: tuple = ()) -> None:
+    """Validate ``config`` (a ConfigError names the bad key; nothing is written then) and write it as given to
+    ``out`` as JSON (atomically), with each dotted key of ``tracked`` that it leaves out filled in from the
+    validated config (``null`` where that has none too). It is the params file of every DVC stage but
+    ``config_to_json``: DVC fails on a tracked key the file lacks, and re-reads the file, walking all of it for
+    each tracked key, once per stage, so the file must be fast to parse (JSON, not YAML) and small (not every
+    default), which keeps ``dvc status`` under 5 s with 50 variants (benchmarks/README.md)."""
     from xraypipe.atomic import write_json
 
-    validate_config(config, source=source)
-    write_json(out, config)
+    validated = validate_config(config, source=source)
+    written = copy.deepcopy(dict(config))
+    for dotted in tracked:
+        keys = dotted.split(".")
+        node, value = validated, None
+        for key in keys:
+            node = node.get(key) if isinstance(node, dict) else None
+        value = node
+        target = written
+        for key in keys[:-1]:
+            if not isinstance(target.get(key), dict):
+                target[key] = {} if target.get(key) is None else target[key]
+            target = target[key]
+        if isinstance(target, dict) and keys[-1] not in target:
+            target[keys[-1]] = copy.deepcopy(value)
+    write_json(out, written)
 
 
 def dataset_config(config: dict, dataset: str) -> dict:

@@ -176,13 +176,13 @@ def train_fold(*, variant: dict, training: dict, cache_dir, folds_csv, fold: int
                          progress=progress, train_rows=train_rows, val_rows=val_rows)
     if not last:  # a torchrun process other than rank 0
         return {}
-    metrics = held_out_metrics(model_out, cache_dir, val_rows, pathologies, training.get("device", "auto"))
+    metrics = held_out_metrics(model_out, cache_dir, val_rows, pathologies, training["device"])
     k = int(folds["fold"].max()) + 1
     train_ids = folds.loc[folds["fold"] != fold]
     held = folds.loc[folds["fold"] == fold]
     history = pd.read_csv(history_out)
     metrics.update({
-        "fold": int(fold), "k": k, "seed": int(variant.get("seed", 0)),
+        "fold": int(fold), "k": k, "seed": int(variant["seed"]),
         "n_train_images": len(train_ids), "n_train_patients": int(train_ids["patient_id"].nunique()),
         "n_val_images": len(held), "n_val_patients": int(held["patient_id"].nunique()),
         "epochs_run": int(history["epoch"].max()),  # the last epoch trained (early stopping may end sooner)
@@ -199,7 +199,7 @@ def held_out_metrics(model_path, cache_dir, rows: pd.DataFrame, pathologies, dev
     from xraypipe.data import CacheBatches
     from xraypipe.encodings import eval_labels
     from xraypipe.metrics import auroc
-    from xraypipe.train import load_trained_model, predict_batches, select_device
+    from xraypipe.inference import load_trained_model, predict_batches, select_device
 
     device = select_device(device_preference)
     model, meta = load_trained_model(model_path, device)

@@ -174,7 +174,7 @@ def train_detector(*, cache_dir, boxes_csv, resize: str, cfg: dict, out_model, o
     from xraypipe.atomic import write_csv
     from xraypipe.model_files import save_torch_file
     from xraypipe.preprocess import load_cache_index, load_cache_split
-    from xraypipe.train import select_device
+    from xraypipe.inference import select_device
 
     torch.set_num_threads(max(1, threads))
     dcfg = {**DETECTOR_DEFAULTS, **(cfg.get("detector") or {})}
@@ -335,7 +335,7 @@ def detect(*, detector_path, cache_dir, boxes_csv, predictions_csv, thresholds_j
     from xraypipe.atomic import write_csv, write_json
     from xraypipe.boxes import IOBB_THRESHOLDS, false_positives, score_boxes, summarise
     from xraypipe.preprocess import load_cache_index, load_cache_split
-    from xraypipe.train import select_device
+    from xraypipe.inference import select_device
 
     torch.set_num_threads(max(1, threads))
     dcfg = {**DETECTOR_DEFAULTS, **(cfg.get("detector") or {})}

@@ -50,11 +50,11 @@ def evaluate(test_csv, val_csv, cfg: dict, out_json, thresholds_json) -> dict:
     pathologies = prediction_labels(test)
     if prediction_labels(val) != pathologies:
         raise KeyError(f"{val_csv}: labels {prediction_labels(val)} differ from {test_csv}'s {pathologies}")
-    result = evaluate_predictions(test, pathologies, n_boot=cfg.get("bootstrap_samples", 1000),
-                                  level=cfg.get("ci_level", 0.95), seed=cfg.get("seed", 0),
-                                  unit=cfg.get("bootstrap_unit", "patient"),
-                                  min_positives=cfg.get("min_test_positives", 0))
-    method = cfg.get("threshold_method", "youden")
+    result = evaluate_predictions(test, pathologies, n_boot=cfg["bootstrap_samples"],
+                                  level=cfg["ci_level"], seed=cfg["seed"],
+                                  unit=cfg["bootstrap_unit"],
+                                  min_positives=cfg["min_test_positives"])
+    method = cfg["threshold_method"]
     report = classification_report(test, val, pathologies, method)
     result["classification"] = report
     # validation AUROC for reference only: the model and thresholds were chosen on it, so it is optimistic
@@ -82,8 +82,8 @@ def study_level(test_csv, val_csv, index_csv, cfg: dict):
 
     The cache index (the manifest in cache order) brings the study and group columns to the predictions.
     """
-    study_col = cfg.get("study_column", "study_id")
-    group_col = cfg.get("group_column", "body_part")
+    study_col = cfg["study_column"]
+    group_col = cfg["group_column"]
     index = pd.read_csv(index_csv, dtype=str, keep_default_na=False)
     if study_col not in index.columns:
         return None
@@ -108,7 +108,7 @@ def study_level_rows(dataset: str, variant: str, test_csv, val_csv, index_csv, c
         return pd.DataFrame()
     test, val, group_col = result
     pathologies = prediction_labels(test)
-    method = cfg.get("threshold_method", "youden")
+    method = cfg["threshold_method"]
     if group_col in test.columns:
         table = grouped_classification(test, val, pathologies, group_col, method)
     else:

@@ -160,17 +160,15 @@ def draw_overlay(ax, image: np.ndarray, heat: np.ndarray | None, truth=(), detec
     ax.set_axis_off()
 
 
-def gradcam_figure(localization_dir, cache_dir, out_png, title: str = "") -> None:
-    """Overlays for the pairs saved by the localize stage (a few test images per finding)."""
-    from xraypipe.preprocess import load_cache_split
-
+def gradcam_figure(heatmaps_npz, scored_csv, detected_csv, info_json, test_array, out_png, title: str = "") -> None:
+    """Overlays for the pairs saved by the localize stage (a few test images per finding); ``test_array``: the
+    cached test split the heatmaps' cache rows index."""
     plt = _plt()
-    loc = Path(localization_dir)
-    with np.load(loc / "heatmaps.npz") as z:
+    with np.load(heatmaps_npz) as z:
         maps, image_ids, rows, findings = z["heatmaps"].astype(np.float32), z["image_id"], z["cache_row"], z["finding"]
-    scored = pd.read_csv(loc / "scored.csv", dtype={"image_id": str})
-    detected = pd.read_csv(loc / "detected.csv", dtype={"image_id": str})
-    info = json.loads((loc / "info.json").read_text())
+    scored = pd.read_csv(scored_csv, dtype={"image_id": str})
+    detected = pd.read_csv(detected_csv, dtype={"image_id": str})
+    info = json.loads(Path(info_json).read_text())
     if "box_method" in detected.columns:  # the localize stage scores every box method; draw the configured one
         detected = detected[detected["box_method"] == info["box_method"]]
         scored = scored[scored["box_method"] == info["box_method"]]
@@ -180,7 +178,7 @@ def gradcam_figure(localization_dir, cache_dir, out_png, title: str = "") -> Non
         ax.set_axis_off()
         _save(fig, out_png)
         return
-    images = load_cache_split(cache_dir, "test")
+    images = np.load(test_array, mmap_mode="r")
     n_rows, n_cols = _grid(len(maps), max_cols=4)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.8 * n_cols, 3.0 * n_rows), squeeze=False)
     for ax, heat, image_id, row, finding in zip(axes.flat, maps, image_ids, rows, findings):

@@ -213,7 +213,7 @@ def localize(*, model_path, cache_dir, boxes_csv, resize: str, cfg: dict, out_di
     from xraypipe.atomic import atomic_path, write_csv, write_json
     from xraypipe.datasets.nih import BOXED_FINDINGS
     from xraypipe.preprocess import load_cache_index, load_cache_split
-    from xraypipe.train import load_trained_model
+    from xraypipe.inference import load_trained_model
 
     torch.set_num_threads(max(1, threads))
     out_dir = Path(out_dir)
@@ -222,10 +222,10 @@ def localize(*, model_path, cache_dir, boxes_csv, resize: str, cfg: dict, out_di
     pathologies = list(meta["pathologies"])
     findings = [f for f in BOXED_FINDINGS if f in pathologies]
     thresholds = tuple(cfg.get("iobb_thresholds", IOBB_THRESHOLDS))
-    box_method = cfg.get("box_method", "threshold")
+    box_method = cfg["box_method"]
     if box_method not in BOX_METHODS:
         raise ValueError(f"unknown box method {box_method!r}; choose one of {', '.join(BOX_METHODS)}")
-    method = cfg.get("method", "gradcam")
+    method = cfg["method"]
 
     index = load_cache_index(cache_dir)
     # the split over all the dataset's boxed findings, exactly as train_detector/detect compute it
@@ -257,7 +257,7 @@ def localize(*, model_path, cache_dir, boxes_csv, resize: str, cfg: dict, out_di
             if name == "heuristic":
                 found = heuristic_box(maps[k], size_for(pair.finding, pair.image_id))
             else:
-                found = threshold_boxes(maps[k], float(cfg.get("heat_threshold", 0.5)), int(cfg.get("max_boxes", 3)))
+                found = threshold_boxes(maps[k], float(cfg["heat_threshold"]), int(cfg["max_boxes"]))
             for rank, b in enumerate(found):
                 detected_rows.append({"box_method": name, "image_id": pair.image_id, "cache_row": pair.cache_row,
                                       "finding": pair.finding, "rank": rank, **b})
@@ -275,7 +275,7 @@ def localize(*, model_path, cache_dir, boxes_csv, resize: str, cfg: dict, out_di
     summary = pd.concat(summaries, ignore_index=True)
     summary = summary[["localizer"] + [c for c in summary.columns if c != "localizer"]]
 
-    per_finding = int(cfg.get("overlays_per_finding", 2))
+    per_finding = int(cfg["overlays_per_finding"])
     chosen = pairs.groupby("finding", sort=False).head(per_finding).index.to_numpy()
     write_csv(out_dir / "detected.csv", detected)
     write_csv(out_dir / "scored.csv", scored)

@@ -33,7 +33,7 @@ class PredictError(ValueError):
 def load_model(model_path: Path):
     """(model, metadata), with clear errors for a missing file or a file that is not a trained xraypipe model."""
     from xraypipe.model_files import ModelFileError, load_torch_file
-    from xraypipe.train import model_from_saved
+    from xraypipe.inference import model_from_saved
 
     if not model_path.exists():
         raise PredictError(f"{model_path}: model file not found (train the variant first, e.g. snakemake "

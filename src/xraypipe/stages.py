@@ -1,4 +1,6 @@
-"""One function per pipeline stage: what each script in scripts/ calls after parsing its arguments."""
+"""The data stages (raw dataset, manifest with splits, cache): what their scripts call after parsing arguments.
+
+Training and prediction live in xraypipe.train and xraypipe.inference, so these stages do not depend on that code."""
 
 from __future__ import annotations
 
@@ -72,16 +74,16 @@ def make_splits(dataset_cfg: dict, raw_dir: str | Path, manifest_out, summary_ou
     options = {key: dataset_cfg[key] for key in reader.options if dataset_cfg.get(key) is not None}
     try:
         manifest = reader.read(raw_dir, pathologies=pathologies, views=dataset_cfg.get("views"),
-                               missing_images=dataset_cfg.get("missing_images", "error"), **options)
+                               missing_images=dataset_cfg["missing_images"], **options)
         validate_manifest(manifest, pathologies, source=str(raw_dir), allow_uncertain=reader.has_uncertain)
     except DatasetFormatError as exc:
         raise DatasetFormatError(in_user_paths(str(exc), raw_dir, dataset_cfg)) from None
     if manifest.empty:
         raise DatasetFormatError(f"{raw_dir}: no images left after filtering (views={dataset_cfg.get('views')})")
-    split_cfg = dataset_cfg.get("split") or {}
-    manifest = assign_splits(manifest, use_official=split_cfg.get("use_official", True),
-                             val_fraction=split_cfg.get("val_fraction", 0.15),
-                             test_fraction=split_cfg.get("test_fraction", 0.2), seed=split_cfg.get("seed", 0))
+    split_cfg = dataset_cfg["split"]
+    manifest = assign_splits(manifest, use_official=split_cfg["use_official"],
+                             val_fraction=split_cfg["val_fraction"],
+                             test_fraction=split_cfg["test_fraction"], seed=split_cfg["seed"])
     write_csv(manifest_out, manifest)
     write_csv(summary_out, split_summary(manifest, pathologies))
     return manifest
@@ -92,22 +94,6 @@ def build_cache(dataset_cfg: dict, manifest_path, out_dir, threads: int = 1) -> 
 
     manifest = read_manifest(manifest_path)
     check_patient_leakage(manifest, source=str(manifest_path))
-    pre = dataset_cfg.get("preprocess") or {}
-    return _build(manifest, out_dir, image_size=pre.get("image_size", 128), resize=pre.get("resize", "pad"),
-                  threads=threads, unreadable=pre.get("unreadable", "error"))
-
-
-def train(variant_cfg: dict, training_cfg: dict, cache_dir, model_out, history_out, checkpoint, threads: int = 1):
-    from xraypipe.preprocess import load_cache_index
-    from xraypipe.train import train_variant
-
-    pathologies = manifest_pathologies(load_cache_index(cache_dir))
-    return train_variant(cache_dir=cache_dir, pathologies=pathologies, variant=variant_cfg, training=training_cfg,
-                         model_out=model_out, history_out=history_out, checkpoint_path=checkpoint, threads=threads)
-
-
-def predict(model_path, cache_dir, split: str, out_csv, device: str = "auto", threads: int = 1):
-    from xraypipe.train import predict_split
-
-    return predict_split(model_path=model_path, cache_dir=cache_dir, split=split, out_csv=out_csv, threads=threads,
-                         device_preference=device)
+    pre = dataset_cfg["preprocess"]
+    return _build(manifest, out_dir, image_size=pre["image_size"], resize=pre["resize"],
+                  threads=threads, unreadable=pre["unreadable"])

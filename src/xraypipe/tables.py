@@ -340,9 +340,9 @@ def write_iobb_table(summary_files: dict, csv_out, md_out, readers: dict | None 
     caption = ("Localization on the scored images with ground-truth boxes (Wang et al. 2017 layout): acc = fraction "
                "of ground-truth boxes with IoBB > T (IoBB = intersection / detected box area), afp = average false "
                "positive boxes per image; mean_iobb/mean_iou = best match per box. Localizers: <heatmap>/threshold "
-               "(connected components of the thresholded heatmap), <heatmap>/heuristic (seed 004's mean-box-size "
-               "heuristic), maskrcnn or fasterrcnn (a detector trained on the boxes, kept for the findings the "
-               "classifier predicts positive; /unconditioned: all its boxes).")
+               "(connected components of the thresholded heatmap), <heatmap>/heuristic (the NIH localization "
+               "study's mean-box-size heuristic), maskrcnn or fasterrcnn (a detector trained on the boxes, kept for "
+               "the findings the classifier predicts positive; /unconditioned: all its boxes).")
     shown = set(table["dataset"]) if len(table) else set()
     notes = [n for n in (split_counts_note({d: c for d, c in (split_counts or {}).items() if d in shown}),
                          REFERENCE_NOTE if (table.get("kind") == "published").any() else "") if n]

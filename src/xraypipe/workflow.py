@@ -1,13 +1,20 @@
-"""The experiment's file layout and per-stage parameters, shared by the Snakefile, the scripts and tests.
+"""The pipeline's stages, declared once: file layout, per-stage config keys, inputs, outputs and commands.
 
-dvc.yaml writes the same paths with DVC's ``${}`` templating; tests/test_workflow_consistency.py checks
-that both define the same outputs and track the same parameters.
+rules/*.smk take their inputs, outputs, params and shell commands from :data:`STAGES`; dvc.yaml is generated
+from it (``python -m xraypipe.workflow dvc``, or ``make dvc-yaml``). tests/test_workflow_consistency.py checks
+that both engines then define the same jobs, files, params and code dependencies.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from xraypipe.code_deps import code_deps
 
 PATHS = {
     # the configuration as given (validated, no defaults filled in), as JSON: DVC's params file (dvc.yaml)
@@ -15,10 +22,11 @@ PATHS = {
     "raw": "results/raw/{dataset}",
     "manifest": "results/splits/{dataset}.csv",
     "split_summary": "results/splits/{dataset}.summary.csv",
+    "cache_dir": "results/cache/{dataset}",
     "cache_array": "results/cache/{dataset}/{split}.npy",
     "cache_index": "results/cache/{dataset}/index.csv",
     "cache_skipped": "results/cache/{dataset}/skipped.csv",
-    # issue 8: per-pixel mean/std images of the training split (variants.<v>.normalization: per_pixel)
+    # per-pixel mean/std images of the training split (variants.<v>.normalization: per_pixel)
     "pixel_stats": "results/cache/{dataset}/pixel_stats.npz",
     "model": "results/models/{dataset}/{variant}/model.pt",
     "history": "results/models/{dataset}/{variant}/history.csv",
@@ -27,16 +35,18 @@ PATHS = {
     "metrics": "results/metrics/{dataset}/{variant}.json",
     "auroc_table": "results/tables/auroc.csv",
     "auroc_markdown": "results/tables/auroc.md",
-    # issue 5: evaluation, localization, tables, figures
+    # evaluation, localization, tables, figures
     "thresholds": "results/models/{dataset}/{variant}/thresholds.json",
+    "loc_dir": "results/localization/{dataset}/{variant}",
     "loc_summary": "results/localization/{dataset}/{variant}/summary.csv",
     "loc_scored": "results/localization/{dataset}/{variant}/scored.csv",
     "loc_detected": "results/localization/{dataset}/{variant}/detected.csv",
     "loc_heatmaps": "results/localization/{dataset}/{variant}/heatmaps.npz",
     "loc_info": "results/localization/{dataset}/{variant}/info.json",
-    # issue 8: a detector (Mask R-CNN / Faster R-CNN) trained on the boxes (xraypipe.detection, rules/detect.smk)
+    # a detector (Mask R-CNN / Faster R-CNN) trained on the boxes (xraypipe.detection, rules/detect.smk)
     "detector_model": "results/detectors/{dataset}/model.pt",
     "detector_history": "results/detectors/{dataset}/history.csv",
+    "det_dir": "results/localization/{dataset}/{variant}/detector",
     "det_summary": "results/localization/{dataset}/{variant}/detector/summary.csv",
     "det_scored": "results/localization/{dataset}/{variant}/detector/scored.csv",
     "det_detected": "results/localization/{dataset}/{variant}/detector/detected.csv",
@@ -57,7 +67,7 @@ PATHS = {
     "fig_training": "results/figures/training_{dataset}.png",
     "fig_confusion": "results/figures/confusion_{dataset}_{variant}.png",
     "fig_gradcam": "results/figures/gradcam_{dataset}_{variant}.png",
-    # issue 8: patient-wise k-fold cross-validation (xraypipe.cv, rules/cv.smk)
+    # patient-wise k-fold cross-validation (xraypipe.cv, rules/cv.smk)
     "cv_folds": "results/cv/{dataset}/{variant}/folds.csv",
     "cv_model": "results/cv/{dataset}/{variant}/fold{fold}/model.pt",
     "cv_history": "results/cv/{dataset}/{variant}/fold{fold}/history.csv",
@@ -68,6 +78,9 @@ PATHS = {
     "cv_html": "results/tables/cross_validation_{variant}.html",
 }
 
+# The training keys a training job reads (not training.threads: a job's CPU threads change no result).
+TRAINING_KEYS = ("device", "amp", "channels_last", "pin_memory", "cudnn_benchmark", "num_workers", "distributed")
+
 # Config keys (dotted, with {dataset}/{variant} placeholders) each stage depends on. Snakemake passes exactly
 # these to the script (so a change re-runs just the affected jobs); dvc.yaml lists them under params.
 STAGE_PARAMS = {
@@ -77,29 +90,227 @@ STAGE_PARAMS = {
                "datasets.{dataset}.missing_images", "datasets.{dataset}.split", "datasets.{dataset}.body_parts"],
     "cache": ["datasets.{dataset}.preprocess"],
     "pixel_stats": [],  # a function of the cached training split only
-    "train": ["variants.{variant}", "training.device", "training.amp", "training.channels_last",
-              "training.distributed"],
+    "train": ["variants.{variant}"] + [f"training.{k}" for k in TRAINING_KEYS],
     "predict": ["training.device"],
     "evaluate": ["evaluation.bootstrap_samples", "evaluation.ci_level", "evaluation.bootstrap_unit", "evaluation.seed",
                  "evaluation.threshold_method", "evaluation.min_test_positives"],
     "table": ["experiment", "evaluation.ci_level", "datasets", "variants"],
-    "localize": ["evaluation.localization", "datasets.{dataset}.preprocess", "training.device"],
-    # issue 8: the detector trains on the box split and its training keys (not on max_images, the heatmap keys or
+    "localize": ["evaluation.localization", "datasets.{dataset}.reader", "datasets.{dataset}.preprocess",
+                 "training.device"],
+    # the detector trains on the box split and its training keys (not on max_images, the heatmap keys or
     # the inference keys score_threshold/max_per_finding); detect scores like localize
     "train_detector": [f"evaluation.localization.detector.{k}" for k in (
         "architecture", "backbone", "weights", "backbone_weights", "fpn_channels", "epochs", "batch_size", "lr",
-        "weight_decay", "seed")] + ["evaluation.localization.box_split", "datasets.{dataset}.preprocess",
-                                    "training.device"],
-    "detect": ["evaluation.localization", "datasets.{dataset}.preprocess", "training.device"],
+        "weight_decay", "seed")] + ["evaluation.localization.box_split", "datasets.{dataset}.reader",
+                                    "datasets.{dataset}.preprocess", "training.device"],
+    "detect": ["evaluation.localization", "datasets.{dataset}.reader", "datasets.{dataset}.preprocess",
+               "training.device"],
     "study_table": ["experiment", "datasets", "evaluation.threshold_method", "evaluation.study_column",
                     "evaluation.group_column"],
     "figures": ["experiment"],
-    # issue 8: the fold assignment, each fold's training (the variant's own keys, like train) and the table
+    # the fold assignment, each fold's training (the variant's own keys, like train) and the table
     "cv_folds": ["cross_validation.folds", "cross_validation.seed"],
-    "train_fold": ["variants.{variant}", "training.device", "training.amp", "training.channels_last",
-                   "training.distributed"],
+    "train_fold": ["variants.{variant}"] + [f"training.{k}" for k in TRAINING_KEYS],
     "cv_table": ["experiment.datasets", "cross_validation.folds"],
 }
+
+
+# ---------------------------------------------------------------------------------------------- the stage table
+# Every stage of the pipeline, declared once: its wildcards, the files it reads and writes, the config keys it
+# depends on and its script. rules/*.smk take their input, output, params and shell command from here, and
+# dvc.yaml is generated from it (`make dvc-yaml`); each stage's code dependencies are the import closure of its
+# script within the package (xraypipe.code_deps).
+
+
+@dataclass(frozen=True)
+class File:
+    """A file (or several: a list value in ``fixed``) of the layout, ``PATHS[key]`` with some placeholders fixed."""
+
+    key: str
+    fixed: tuple = ()  # (placeholder, value or list of values) pairs
+    flag: bool = True  # passed to the script as --<name>; False: tracked only (the script gets its directory)
+
+    def templates(self) -> list[str]:
+        template, lists = PATHS[self.key], {}
+        for name, value in self.fixed:
+            if isinstance(value, (list, tuple)):
+                lists[name] = list(value)
+            else:
+                template = template.replace("{" + name + "}", str(value))
+        if not lists:
+            return [template]
+        ((name, values),) = lists.items()
+        return [template.replace("{" + name + "}", str(v)) for v in values]
+
+
+@dataclass(frozen=True)
+class Gather(File):
+    """One file per combination of the experiment (datasets x variants, cross-validation folds) for the
+    placeholders the stage's wildcards leave free. The script receives the path pattern and expands it with
+    :func:`expand_pattern` (DVC cannot put a list into a command); ``dvc_dir`` is the directory DVC tracks."""
+
+    dvc_dir: str = ""
+
+
+@dataclass(frozen=True)
+class Out:
+    key: str
+    fixed: tuple = ()
+    kind: str = "outs"  # DVC: outs, metrics or plots
+    cache: bool = True  # DVC: kept in its cache (false for small text files and user-visible copies)
+    directory: bool = False
+    plot: tuple = ()  # DVC plot properties
+    flag: bool = True  # passed to the script as --<name>; False: the script writes it into a directory argument
+
+    def templates(self) -> list[str]:
+        return File(self.key, self.fixed).templates()
+
+
+MATRIX = {  # where each wildcard's values come from (DVC matrix; Snakemake rule all)
+    "dataset": "experiment.datasets",
+    "variant": "experiment.variants",
+    "cv_variant": "cross_validation.variants",
+    "fold": "cross_validation.folds",
+}
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    script: str  # "scripts/figures.py roc": the script and its fixed arguments
+    params: str  # STAGE_PARAMS key
+    wildcards: tuple = ()  # ("dataset", "variant"): one job per value of each
+    inputs: dict = field(default_factory=dict)
+    outputs: dict = field(default_factory=dict)
+    paths: dict = field(default_factory=dict)  # untracked path arguments (a directory, a checkpoint): PATHS keys
+    args: tuple = ()  # wildcards passed to the script as --<wildcard>
+    threads: bool = False  # the script takes --threads
+    variant_source: str = "variant"  # MATRIX key of the variant wildcard (cv stages: cv_variant)
+    split_values: tuple = ()  # the split wildcard's values (predict)
+
+    @property
+    def script_path(self) -> str:
+        return self.script.split()[0]
+
+
+TABLE_OUTS = lambda prefix: {  # noqa: E731  (csv in DVC's cache so `dvc pull` brings it; md/html are copies)
+    "out_csv": Out(f"{prefix}_table"), "out_md": Out(f"{prefix}_markdown", cache=False),
+    "out_html": Out(f"{prefix}_html", cache=False)}
+
+
+def _file(key, flag=True, **fixed):
+    return File(key, tuple(fixed.items()), flag)
+
+
+def _gather(key, dvc_dir, **fixed):
+    return Gather(key, tuple(fixed.items()), True, dvc_dir)
+
+
+def _out(key, kind="outs", cache=True, directory=False, plot=(), flag=True, **fixed):
+    return Out(key, tuple(fixed.items()), kind, cache, directory, tuple(plot), flag)
+
+
+STAGES = [
+    Stage("prepare_raw", "scripts/prepare_raw.py", "raw", ("dataset",),
+          outputs={"raw": _out("raw", cache=False, directory=True)},  # tens of GB, or a link to a local copy
+          args=("dataset",)),
+    Stage("make_splits", "scripts/make_splits.py", "splits", ("dataset",),
+          inputs={"raw": _file("raw")},
+          outputs={"manifest": _out("manifest"), "summary": _out("split_summary")}, args=("dataset",)),
+    Stage("build_cache", "scripts/build_cache.py", "cache", ("dataset",),
+          inputs={"manifest": _file("manifest")},
+          outputs={"arrays": _out("cache_array", flag=False, split=["train", "val", "test"]),
+                   "index": _out("cache_index", flag=False), "skipped": _out("cache_skipped", flag=False)},
+          paths={"out_dir": "cache_dir"}, args=("dataset",), threads=True),
+    Stage("pixel_stats", "scripts/pixel_stats.py", "pixel_stats", ("dataset",),
+          inputs={"array": _file("cache_array", False, split="train"), "index": _file("cache_index", False)},
+          outputs={"stats": _out("pixel_stats")}, paths={"cache_dir": "cache_dir"}),
+    Stage("train", "scripts/train.py", "train", ("dataset", "variant"),
+          inputs={"arrays": _file("cache_array", False, split=["train", "val"]),
+                  "index": _file("cache_index", False), "stats": _file("pixel_stats", False)},
+          outputs={"model": _out("model"),
+                   # cached (results/ is git-ignored): DVC keeps every revision's copy for `dvc plots diff`
+                   "history": _out("history", kind="plots", plot=(("x", "epoch"), ("y", "val_mean_auroc")))},
+          paths={"cache_dir": "cache_dir", "checkpoint": "checkpoint"}, args=("variant",), threads=True),
+    Stage("predict", "scripts/predict.py", "predict", ("dataset", "variant", "split"),
+          inputs={"model": _file("model"), "array": _file("cache_array", False), "index": _file("cache_index", False)},
+          outputs={"predictions": _out("predictions")}, paths={"cache_dir": "cache_dir"}, args=("split",),
+          threads=True, split_values=("val", "test")),
+    Stage("evaluate", "scripts/evaluate.py", "evaluate", ("dataset", "variant"),
+          inputs={"test_predictions": _file("predictions", split="test"),
+                  "val_predictions": _file("predictions", split="val")},
+          # metrics cached: `dvc metrics diff`/`exp show` read other revisions from the cache
+          outputs={"metrics": _out("metrics", kind="metrics"), "thresholds": _out("thresholds", cache=False)}),
+    Stage("localize", "scripts/localize.py", "localize", ("dataset", "variant"),
+          inputs={"model": _file("model"), "array": _file("cache_array", False, split="test"),
+                  "index": _file("cache_index", False), "raw": _file("raw")},
+          outputs={"summary": _out("loc_summary", cache=False, flag=False),
+                   "scored": _out("loc_scored", cache=False, flag=False),
+                   "detected": _out("loc_detected", cache=False, flag=False),
+                   "heatmaps": _out("loc_heatmaps", flag=False), "info": _out("loc_info", cache=False, flag=False)},
+          paths={"cache_dir": "cache_dir", "out_dir": "loc_dir"}, args=("dataset",), threads=True),
+    Stage("train_detector", "scripts/train_detector.py", "train_detector", ("dataset",),
+          inputs={"arrays": _file("cache_array", False, split=["train", "val", "test"]),
+                  "index": _file("cache_index", False), "raw": _file("raw")},
+          outputs={"model": _out("detector_model"), "history": _out("detector_history", cache=False)},
+          paths={"cache_dir": "cache_dir"}, args=("dataset",), threads=True),
+    Stage("detect", "scripts/detect.py", "detect", ("dataset", "variant"),
+          inputs={"detector": _file("detector_model"), "predictions": _file("predictions", split="test"),
+                  "thresholds": _file("thresholds"), "array": _file("cache_array", False, split="test"),
+                  "index": _file("cache_index", False), "raw": _file("raw")},
+          outputs={"summary": _out("det_summary", cache=False, flag=False),
+                   "scored": _out("det_scored", cache=False, flag=False),
+                   "detected": _out("det_detected", cache=False, flag=False),
+                   "split": _out("det_split", cache=False, flag=False), "info": _out("det_info", cache=False, flag=False)},
+          paths={"cache_dir": "cache_dir", "out_dir": "det_dir"}, args=("dataset",), threads=True),
+    Stage("auroc_table", "scripts/auroc_table.py", "table",
+          inputs={"metrics": _gather("metrics", "results/metrics")}, outputs=TABLE_OUTS("auroc")),
+    Stage("classification_table", "scripts/classification_table.py", "table",
+          inputs={"metrics": _gather("metrics", "results/metrics")}, outputs=TABLE_OUTS("classification")),
+    Stage("iobb_table", "scripts/iobb_table.py", "table",
+          inputs={"gradcam_summary": _gather("loc_summary", "results/localization"),
+                  "detector_summary": _gather("det_summary", "results/localization"),
+                  "detector_info": _gather("det_info", "results/localization")},
+          outputs=TABLE_OUTS("iobb")),
+    Stage("study_table", "scripts/study_table.py", "study_table",
+          inputs={"test_predictions": _gather("predictions", "results/predictions", split="test"),
+                  "val_predictions": _gather("predictions", "results/predictions", split="val"),
+                  "cache_index": _gather("cache_index", "results/cache")},
+          outputs=TABLE_OUTS("study")),
+    Stage("roc_figure", "scripts/figures.py roc", "figures", ("dataset",),
+          inputs={"predictions": _gather("predictions", "results/predictions", split="test")},
+          outputs={"out": _out("fig_roc", kind="plots", cache=False)}, args=("dataset",)),
+    Stage("label_distribution_figure", "scripts/figures.py labels", "figures", ("dataset",),
+          inputs={"manifest": _file("manifest")},
+          outputs={"out": _out("fig_labels", kind="plots", cache=False)}, args=("dataset",)),
+    Stage("training_curves_figure", "scripts/figures.py training", "figures", ("dataset",),
+          inputs={"history": _gather("history", "results/models")},
+          outputs={"out": _out("fig_training", kind="plots", cache=False)}, args=("dataset",)),
+    Stage("confusion_figure", "scripts/figures.py confusion", "figures", ("dataset", "variant"),
+          inputs={"metrics": _file("metrics")},
+          outputs={"out": _out("fig_confusion", kind="plots", cache=False)}, args=("dataset", "variant")),
+    Stage("gradcam_figure", "scripts/figures.py gradcam", "figures", ("dataset", "variant"),
+          inputs={"heatmaps": _file("loc_heatmaps"), "scored": _file("loc_scored"), "detected": _file("loc_detected"),
+                  "info": _file("loc_info"), "array": _file("cache_array", split="test")},
+          outputs={"out": _out("fig_gradcam", kind="plots", cache=False)}, args=("dataset", "variant")),
+    Stage("cv_folds", "scripts/cv_folds.py", "cv_folds", ("dataset", "variant"),
+          inputs={"index": _file("cache_index", False)}, outputs={"folds": _out("cv_folds")},
+          paths={"cache_dir": "cache_dir"}, variant_source="cv_variant"),
+    Stage("train_fold", "scripts/train_fold.py", "train_fold", ("dataset", "variant", "fold"),
+          inputs={"arrays": _file("cache_array", False, split=["train", "val"]), "index": _file("cache_index", False),
+                  "folds": _file("cv_folds"), "stats": _file("pixel_stats", False)},
+          outputs={"model": _out("cv_model"), "history": _out("cv_history", cache=False),
+                   "metrics": _out("cv_metrics", kind="metrics")},
+          paths={"cache_dir": "cache_dir", "checkpoint": "cv_checkpoint"}, args=("variant", "fold"), threads=True,
+          variant_source="cv_variant"),
+    Stage("cv_table", "scripts/cv_table.py", "cv_table", ("variant",),
+          inputs={"metrics": _gather("cv_metrics", "results/cv")},
+          outputs={"out_csv": _out("cv_table"), "out_md": _out("cv_markdown", cache=False),
+                   "out_html": _out("cv_html", cache=False)},
+          args=("variant",), variant_source="cv_variant"),
+]
+STAGE = {s.name: s for s in STAGES}
+
 
 
 def stage_params(config: dict, stage: str, **names) -> dict:
@@ -120,6 +331,20 @@ def stage_params(config: dict, stage: str, **names) -> dict:
     return result
 
 
+def tracked_keys(config: dict) -> list[str]:
+    """Every dotted key some stage tracks, for every dataset and variant the config defines (the keys
+    results/config.json must hold for DVC)."""
+    names = {"dataset": list(config.get("datasets") or {}), "variant": list(config.get("variants") or {})}
+    keys = []
+    for dotted in dict.fromkeys(k for stage_keys in STAGE_PARAMS.values() for k in stage_keys):
+        fills = [{}]
+        for name in ("dataset", "variant"):
+            if "{" + name + "}" in dotted:
+                fills = [dict(f, **{name: n}) for f in fills for n in names[name]]
+        keys += [dotted.format(**f) for f in fills]
+    return keys
+
+
 def stage_params_json(config: dict, stage: str, **names) -> str:
     return json.dumps(stage_params(config, stage, **names), sort_keys=True, separators=(",", ":"))
 
@@ -137,3 +362,196 @@ def cv_runs(config: dict) -> list[tuple[str, str, int]]:
     """(dataset, variant, fold) of every cross-validation training job: experiment datasets x CV variants x folds."""
     folds = (config.get("cross_validation") or {}).get("folds") or []
     return [(d, v, int(f)) for d in config["experiment"]["datasets"] for v in cv_variants(config) for f in folds]
+
+
+# ------------------------------------------------------------------------------------------ jobs of a config
+
+
+def wildcard_values(stage: Stage, wildcard: str, config: dict) -> list:
+    if wildcard == "split":
+        return list(stage.split_values)
+    source = stage.variant_source if wildcard == "variant" else wildcard
+    node = config
+    for key in MATRIX[source].split("."):
+        node = (node or {}).get(key) if isinstance(node, dict) else None
+    return list(node or [])
+
+
+def stage_jobs(stage: Stage, config: dict) -> list[dict]:
+    """The wildcard values of every job of ``stage`` under ``config`` (one empty dict for a single-job stage)."""
+    jobs = [{}]
+    for wildcard in stage.wildcards:
+        jobs = [dict(job, **{wildcard: value}) for job in jobs for value in wildcard_values(stage, wildcard, config)]
+    return jobs
+
+
+def expand_pattern(pattern: str, config: dict) -> list[tuple[dict, str]]:
+    """Every file a gathered input's path pattern names under ``config``: the placeholders left in it
+    ({dataset}, {variant}, {fold}) take the experiment's values. Returns (placeholder values, path) pairs."""
+    sources = {"dataset": ("experiment", "datasets"), "variant": ("experiment", "variants"),
+               "fold": ("cross_validation", "folds")}
+    names = [n for n in ("dataset", "variant", "fold") if "{" + n + "}" in pattern]
+    combos = [{}]
+    for name in names:
+        section, key = sources[name]
+        combos = [dict(c, **{name: v}) for c in combos for v in config[section][key]]
+    unknown = [p for p in re.findall(r"\{(\w+)\}", pattern) if p not in names]
+    if unknown:
+        raise ValueError(f"path pattern {pattern!r}: unknown placeholder {{{unknown[0]}}}")
+    return [(c, pattern.format(**c)) for c in combos]
+
+
+def job_inputs(stage: Stage, config: dict, wildcards: dict) -> dict[str, str | list[str]]:
+    """The files one job reads, by input name (a gathered input: every file of the experiment), plus its code."""
+    inputs: dict = {}
+    for name, spec in stage.inputs.items():
+        templates = [t.format(**wildcards) if not isinstance(spec, Gather) else _partial(t, wildcards)
+                     for t in spec.templates()]
+        if isinstance(spec, Gather):
+            inputs[name] = [path for t in templates for _, path in expand_pattern(t, config)]
+        else:
+            inputs[name] = templates[0] if len(templates) == 1 and not _is_list(spec) else templates
+    inputs["code"] = code_deps(stage.script_path)
+    return inputs
+
+
+def output_templates(stage: Stage) -> dict[str, str | list[str]]:
+    """The stage's outputs by name, as path templates with its wildcards (Snakemake's output:)."""
+    return {name: (spec.templates()[0] if not _is_list(spec) else spec.templates())
+            for name, spec in stage.outputs.items()}
+
+
+def job_outputs(stage: Stage, wildcards: dict) -> dict[str, str | list[str]]:
+    return {name: (t[0] if len(t) == 1 and not _is_list(spec) else t)
+            for name, spec in stage.outputs.items()
+            for t in [[x.format(**wildcards) for x in spec.templates()]]}
+
+
+def all_targets(config: dict) -> list[str]:
+    """Every output of every job of the experiment (Snakemake's rule all)."""
+    targets = [PATHS["config_json"]]
+    for stage in STAGES:
+        for wildcards in stage_jobs(stage, config):
+            for files in job_outputs(stage, wildcards).values():
+                targets += [files] if isinstance(files, str) else files
+    return list(dict.fromkeys(targets))
+
+
+def _is_list(spec) -> bool:
+    return any(isinstance(v, (list, tuple)) for _, v in spec.fixed)
+
+
+def _partial(template: str, wildcards: dict) -> str:
+    """Fill the placeholders named in ``wildcards``, leave the others."""
+    return re.sub(r"\{(\w+)\}", lambda m: str(wildcards.get(m[1], m[0])), template)
+
+
+# ------------------------------------------------------------------------------------- the two engines' views
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def command(stage: Stage, engine: str) -> str:
+    """The stage's command line, for Snakemake (a shell template) or DVC (with ``${item.<wildcard>}``)."""
+    smk = engine == "snakemake"
+    item = (lambda w: "{wildcards.%s}" % w) if smk else (lambda w: "${item.%s}" % w)
+
+    def fill(template: str) -> str:
+        def sub(m):
+            if m[1] in stage.wildcards:
+                return item(m[1])
+            return "{{%s}}" % m[1] if smk else "{%s}" % m[1]
+        return re.sub(r"\{(\w+)\}", sub, template)
+
+    parts = ["python", stage.script, "--config-json {params.cfg:q}" if smk else "--config config.yaml"]
+    parts += [f"{_flag(w)} {item(w)}" for w in stage.args]
+    for name, spec in stage.inputs.items():
+        if not spec.flag:
+            continue
+        if isinstance(spec, Gather):
+            parts.append(f"{_flag(name)} '{fill(spec.templates()[0])}'")
+        else:
+            parts.append(f"{_flag(name)} " + ("{input.%s:q}" % name if smk else " ".join(map(fill, spec.templates()))))
+    for name, spec in stage.outputs.items():
+        if spec.flag:
+            parts.append(f"{_flag(name)} " + ("{output.%s:q}" % name if smk else " ".join(map(fill, spec.templates()))))
+    parts += [f"{_flag(name)} {fill(PATHS[key])}" for name, key in stage.paths.items()]
+    if smk:
+        parts += ["--threads {threads}"] if stage.threads else []
+        parts.append("> {log} 2>&1")
+    return " ".join(parts)
+
+
+def dvc_stage(stage: Stage) -> dict:
+    to_dvc = lambda t: re.sub(r"\{(\w+)\}", lambda m: "${item.%s}" % m[1], t)  # noqa: E731
+    body: dict = {}
+    if stage.wildcards:
+        body["matrix"] = {w: (list(stage.split_values) if w == "split" else
+                              "${%s}" % MATRIX[stage.variant_source if w == "variant" else w])
+                          for w in stage.wildcards}
+    body["cmd"] = command(stage, "dvc")
+    deps = list(code_deps(stage.script_path))
+    for spec in stage.inputs.values():
+        deps += [spec.dvc_dir] if isinstance(spec, Gather) else [to_dvc(t) for t in spec.templates()]
+    body["deps"] = list(dict.fromkeys(deps))
+    keys = [to_dvc(k) for k in STAGE_PARAMS[stage.params]]
+    if keys:
+        body["params"] = [{PATHS["config_json"]: keys}]
+    for spec in stage.outputs.values():
+        for template in spec.templates():
+            props = dict(spec.plot)
+            if not spec.cache:
+                props["cache"] = False
+            body.setdefault(spec.kind, []).append({to_dvc(template): props} if props else to_dvc(template))
+    return body
+
+
+DVC_HEADER = """\
+# GENERATED from the stage table in src/xraypipe/workflow.py by `make dvc-yaml`; do not edit (a test fails when
+# this file differs from what the table generates). The same stages as the Snakefile, driven by the same
+# config.yaml: `vars` gives the matrices (experiment.datasets x experiment.variants, ...), config_to_json tracks
+# all of config.yaml and writes it, validated, to results/config.json, the params file of every other stage.
+# Jobs call `python`: activate the project's .venv first (or run through `make`).
+"""
+
+
+def dvc_yaml() -> str:
+    import yaml
+
+    stages = {"config_to_json": {
+        "cmd": f"python scripts/config_to_json.py --config config.yaml --out {PATHS['config_json']}",
+        "deps": code_deps("scripts/config_to_json.py"), "params": [{"config.yaml": None}],
+        "outs": [PATHS["config_json"]]}}
+    stages.update({stage.name: dvc_stage(stage) for stage in STAGES})
+    text = yaml.safe_dump({"vars": ["config.yaml"], "stages": stages}, sort_keys=False, width=120,
+                          default_flow_style=False)
+    return DVC_HEADER + text.replace("config.yaml: null", "config.yaml:")
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m xraypipe.workflow",
+                                description="Write dvc.yaml from the stage table, or check it is up to date.")
+    p.add_argument("what", choices=["dvc"])
+    p.add_argument("--out", default="dvc.yaml")
+    p.add_argument("--check", action="store_true", help="exit 1 if --out differs from the generated file")
+    args = p.parse_args(argv)
+    text = dvc_yaml()
+    out = Path(args.out)
+    if args.check:
+        if not out.exists() or out.read_text() != text:
+            print(f"{out} is stale: regenerate it with `make dvc-yaml`", file=sys.stderr)
+            return 1
+        return 0
+    from xraypipe.atomic import write_text
+
+    write_text(out, text)
+    print(f"wrote {out} ({len(STAGES) + 1} stages)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+from pathlib import Path
 
 from xraypipe.registry import Registry
 
@@ -41,7 +42,8 @@ def _generator(reader: str):
 
 
 READERS.register("nih")(DatasetReader(
-    name="nih", pathologies=nih.PATHOLOGIES, read=nih.read_nih, generate=_generator("nih")))
+    name="nih", pathologies=nih.PATHOLOGIES, read=nih.read_nih, generate=_generator("nih"),
+    find_boxes=nih.find_box_file))
 READERS.register("chexpert")(DatasetReader(
     name="chexpert", pathologies=chexpert.PATHOLOGIES, read=chexpert.read_chexpert, generate=_generator("chexpert"),
     has_uncertain=True))
@@ -54,6 +56,13 @@ for _flavour, _names in medmnist.FLAVOURS.items():
     READERS.register(_flavour)(DatasetReader(
         name=_flavour, pathologies=_names, read=functools.partial(medmnist.read_medmnist, flavour=_flavour),
         generate=_generator(_flavour)))
+
+
+def box_file(reader: str, raw_dir) -> Path | None:
+    """The ground-truth box file of a raw dataset directory read by ``reader`` (None: the reader has no boxes, or
+    this copy lacks the file)."""
+    find = READERS.get(reader).find_boxes
+    return find(Path(raw_dir)) if find else None
 
 
 def check_synthetic_params(reader: str, params: dict) -> None:
@@ -70,4 +79,4 @@ def check_synthetic_params(reader: str, params: dict) -> None:
 
 
 __all__ = ["READERS", "BASE_COLUMNS", "OPTIONAL_COLUMNS", "DatasetFormatError", "DatasetReader", "validate_manifest",
-           "check_synthetic_params"]
+           "check_synthetic_params", "box_file"]

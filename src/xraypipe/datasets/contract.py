@@ -54,6 +54,7 @@ class DatasetReader:
     generate: Callable[[Path, dict], dict] | None = None
     has_uncertain: bool = False          # labels may be -1.0 (uncertain), see the module docstring
     options: tuple[str, ...] = ()        # extra dataset config keys passed to ``read`` (e.g. body_parts)
+    find_boxes: Callable[[Path], Path | None] | None = None  # the raw directory's ground-truth box file, if any
 
 
 def manifest_columns(manifest: pd.DataFrame, pathologies) -> list[str]:

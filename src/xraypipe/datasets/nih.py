@@ -181,6 +181,14 @@ def _apply_missing_policy(manifest: pd.DataFrame, policy: str, root: Path) -> pd
         "set missing_images: drop for this dataset to use only the images present")
 
 
+BOX_FILE = "BBox_List_2017.csv"
+
+
+def find_box_file(root) -> Path | None:
+    """The release's ground-truth box file in ``root`` (or its .gz), None when the copy has none."""
+    return _find(Path(root), [BOX_FILE])
+
+
 def read_nih_boxes(path: str | os.PathLike) -> pd.DataFrame:
     """Parse BBox_List_2017.csv into columns image_id, finding (Data_Entry spelling), x, y, w, h (1024 frame)."""
     path = Path(path)
