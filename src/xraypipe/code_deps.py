@@ -68,8 +68,14 @@ def _module_closure(start: frozenset) -> frozenset:
 
 def code_deps(script: str) -> list[str]:
     """The script (a path relative to the project) and every package file it may import or read, sorted."""
+    return list(_code_deps(script))
+
+
+@lru_cache(maxsize=None)
+def _code_deps(script: str) -> tuple[str, ...]:
     start = frozenset(imported_modules(ROOT / script))
     closure = _module_closure(start)
     files = {script} | {str(package_modules()[m].relative_to(ROOT)) for m in closure}
     files |= {f for m in closure for f in PACKAGE_DATA.get(m, [])}
-    return sorted(files)
+    return tuple(sorted(files))
+
