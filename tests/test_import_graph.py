@@ -1,35 +1,17 @@
 """The package's import graph, read from the source with ast (imports inside functions included): no cycles."""
 
-import ast
-from pathlib import Path
-
-PACKAGE = Path(__file__).resolve().parents[1] / "src" / "xraypipe"
-
-
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+from xraypipe.code_deps import imported_modules, package_modules
 
 
 def import_graph() -> dict[str, set[str]]:
-    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
-    graph = {m: set() for m in modules}
+    """Module -> the package modules it imports (read by xraypipe.code_deps, which computes the stages' code
+    dependencies from the same graph)."""
+    modules = package_modules()
+    graph = {}
     for name, path in modules.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                    source = ".".join(base + ([node.module] if node.module else []))
-                else:
-                    source = node.module or ""
-                targets = [source] + [f"{source}.{a.name}" for a in node.names]
-            else:
-                continue
-            # the package itself (``from xraypipe import x``) is not an edge: its __init__ imports nothing
-            graph[name] |= {t for t in targets if t in modules and t not in (name, "xraypipe")}
+        # the package itself (``from xraypipe import x``) is not an edge: its __init__ imports nothing
+        graph[name] = {t for t in imported_modules(path, package) if t in modules and t not in (name, "xraypipe")}
     return graph
 
 
