@@ -349,19 +349,9 @@ def stage_params_json(config: dict, stage: str, **names) -> str:
     return json.dumps(stage_params(config, stage, **names), sort_keys=True, separators=(",", ":"))
 
 
-def experiment_pairs(config: dict) -> list[tuple[str, str]]:
-    return [(d, v) for d in config["experiment"]["datasets"] for v in config["experiment"]["variants"]]
-
-
 def cv_variants(config: dict) -> list[str]:
     """The variants cross-validated (``cross_validation.variants``; empty = cross-validation off)."""
     return list((config.get("cross_validation") or {}).get("variants") or [])
-
-
-def cv_runs(config: dict) -> list[tuple[str, str, int]]:
-    """(dataset, variant, fold) of every cross-validation training job: experiment datasets x CV variants x folds."""
-    folds = (config.get("cross_validation") or {}).get("folds") or []
-    return [(d, v, int(f)) for d in config["experiment"]["datasets"] for v in cv_variants(config) for f in folds]
 
 
 # ------------------------------------------------------------------------------------------ jobs of a config
