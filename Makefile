@@ -43,7 +43,7 @@ lock: setup
 	  $(BIN)/python -m pip freeze --exclude-editable | grep -vi '^xraypipe' \
 	  | grep -viE '^($(BENCH_ONLY))==' ) > requirements-lock.txt
 
-# Speed benchmarks of issue 6 (benchmarks/README.md): installs the reference loader (torchxrayvision) into the
+# Speed benchmarks (benchmarks/README.md): installs the reference loader (torchxrayvision) into the
 # .venv with the lock as constraints (torch stays at its pinned version; checked), then runs them.
 TORCH_PIN := $(shell sed -n 's/^torch==//p' requirements-lock.txt)
 bench: setup
@@ -55,7 +55,7 @@ bench: setup
 # System packages the slow tests use, installed only where that is possible (root + apt-get); elsewhere
 # the tests that need them skip (or fail when CI is set).
 system-deps:
-# --- issue 7: Slurm + munge for tests/test_slurm.py (a real one-node cluster started by the test) ---
+# --- Slurm + munge for tests/test_slurm.py (a real one-node cluster started by the test) ---
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v slurmctld >/dev/null \
 	    && [ ! -x /usr/sbin/slurmctld ]; then \
 	  echo "installing slurmctld slurmd slurm-client munge (apt-get)"; \
@@ -63,14 +63,14 @@ system-deps:
 	    slurmctld slurmd slurm-client munge \
 	  || echo "warning: could not install Slurm: tests/test_slurm.py will skip (fail when CI is set)" >&2; \
 	fi
-# --- end issue 7 ---
-# --- issue 5: headless Chromium for tests/test_report.py (opens the Snakemake report) ---
+# --- end Slurm ---
+# --- headless Chromium for tests/test_report.py (opens the Snakemake report) ---
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v chromium >/dev/null; then \
 	  echo "installing chromium (apt-get)"; \
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium \
 	  || echo "warning: could not install chromium: tests/test_report.py will skip (fail when CI is set)" >&2; \
 	fi
-# --- end issue 5 ---
+# --- end Chromium ---
 
 # `snakemake --profile slurm` (README: Running on Slurm) finds the profile in Snakemake's user config dir.
 SNAKEMAKE_PROFILES ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/snakemake

@@ -9,10 +9,10 @@ Grayscale input for networks designed for RGB (``input_mode`` in ``model_args``)
   exactly the response the RGB network has to a gray image replicated to three channels;
 - ``replicate``: the gray channel is repeated to RGB in front of the unchanged network.
 
-The zoo covers the seed studies: ResNet-18 (seeds 003/004), DenseNet-121 with CheXNet's single linear head
-(seed 002), DenseNet-169 (MURA baseline, seed 001), the flatten+dense baseline and Conv2/Conv3/Conv4 (seed
-001), the simple 2-conv CNN and the VGG-like 1-channel network (seed 003), VGG16-partial transfer (seed 000),
-and a small GAP CNN.
+The zoo covers the five studies: ResNet-18 (the ChestX-ray8 and NIH localization studies), DenseNet-121 with
+CheXNet's single linear head (the CheXpert study), DenseNet-169, the flatten+dense baseline and Conv2/Conv3/Conv4
+(the MURA study), the simple 2-conv CNN and the VGG-like 1-channel network (the ChestX-ray8 study), VGG16-partial
+transfer (the pediatric pneumonia study), and a small GAP CNN.
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ def build_small_cnn(num_classes: int, in_channels: int = 1, weights: str | None 
 @MODELS.register("simple_cnn")
 def build_simple_cnn(num_classes: int, in_channels: int = 1, weights: str | None = None, filters=(32, 64),
                      hidden: int = 128, dropout: float = 0.5, pool_to: int = 8):
-    """Seed 003's simple CNN: two conv+ReLU+max-pool layers, a dense layer with dropout, the output layer.
+    """The ChestX-ray8 study's simple CNN: two conv+ReLU+max-pool layers, a dense layer with dropout, the output layer.
 
     The feature map is average-pooled to ``pool_to`` x ``pool_to`` before flattening so that the network
     works at any input size.
@@ -185,7 +185,7 @@ def build_simple_cnn(num_classes: int, in_channels: int = 1, weights: str | None
 def build_vgg_like(num_classes: int, in_channels: int = 1, weights: str | None = None,
                    blocks=((64, 64), (128, 128), (256, 256, 256), (512, 512, 512)), fc_units: int = 2048,
                    dropout: float = 0.5, batchnorm: bool = True, pool_to: int = 2):
-    """Seed 003's VGG-like 1-channel network: VGG16's conv blocks (the last one trimmed by default) on a
+    """The ChestX-ray8 study's VGG-like 1-channel network: VGG16's conv blocks (the last one trimmed by default) on a
     1-channel input, then two ``fc_units`` (2048) fully connected layers with dropout."""
     nn = _nn()
     layers, channels = [], in_channels
@@ -204,7 +204,7 @@ def build_vgg_like(num_classes: int, in_channels: int = 1, weights: str | None =
 @MODELS.register("dense_baseline")
 def build_dense_baseline(num_classes: int, in_channels: int = 1, weights: str | None = None, resize_to: int = 32,
                          hidden=(256, 128), dropout: float = 0.5):
-    """Seed 001's flatten + dense baseline: the (down-sampled) image flattened into fully connected layers."""
+    """The MURA study's flatten + dense baseline: the (down-sampled) image flattened into fully connected layers."""
     nn = _nn()
     layers, width = [nn.AdaptiveAvgPool2d(resize_to), nn.Flatten()], in_channels * resize_to * resize_to
     for units in hidden:
@@ -214,7 +214,7 @@ def build_dense_baseline(num_classes: int, in_channels: int = 1, weights: str | 
     return _maybe_load(model, weights, "dense_baseline")
 
 
-# Seed 001's ConvN networks: per block (filters, kernel, pool); "dropout" or "batchnorm" regularisation.
+# The MURA study's ConvN networks: per block (filters, kernel, pool); "dropout" or "batchnorm" regularisation.
 CONVN_PRESETS = {
     "conv2": {"filters": (32, 64), "kernels": (3, 3), "pools": (2, 2)},
     "conv3": {"filters": (32, 64, 128), "kernels": (3, 3, 3), "pools": (2, 2, 2)},
@@ -247,7 +247,7 @@ def _register_convn(preset: str):
         args = {**CONVN_PRESETS[preset], **overrides}
         return build_convn(num_classes, in_channels, weights, name=preset, **args)
 
-    builder.__doc__ = f"Seed 001's {preset.capitalize()}: {CONVN_PRESETS[preset]} (override any in model_args)."
+    builder.__doc__ = f"The MURA study's {preset.capitalize()}: {CONVN_PRESETS[preset]} (override any in model_args)."
     MODELS.register(preset)(builder)
 
 
@@ -259,7 +259,7 @@ for _preset in CONVN_PRESETS:
 def build_vgg16_partial(num_classes: int, in_channels: int = 1, weights: str | None = None, vgg_layers: int = 10,
                         separable=(256, 512), hidden: int = 256, dropout: float = 0.5, input_mode: str = "adapt",
                         two_way_head: bool = True):
-    """Seed 000's VGG16-partial transfer network.
+    """The pediatric pneumonia study's VGG16-partial transfer network.
 
     The first ``vgg_layers`` modules of torchvision's VGG16 ``features`` (10 = blocks 1-2; their conv layers are
     initialised from ``weights``, e.g. IMAGENET1K_V1), then depthwise-separable conv blocks with batch-norm,

@@ -1,4 +1,4 @@
-"""``xraypipe-predict``: score image files with a trained variant (the user flow of seed 004).
+"""``xraypipe-predict``: score image files with a trained variant (the user flow of the NIH localization study).
 
     xraypipe-predict --model results/models/nih_synthetic/resnet18/model.pt image1.png image2.jpg
 
