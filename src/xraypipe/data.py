@@ -273,7 +273,7 @@ class CacheRows:
 
 
 def oversampling_weights(targets: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Per-image sampling weight for oversampling rare labels (seed 003): an image weighs as much as its rarest
+    """Per-image sampling weight for oversampling rare labels (the ChestX-ray8 study): an image weighs as much as its rarest
     positive label needs to be seen as often as the most common one (count_max / count_label); images without a
     positive label weigh 1."""
     positives = (targets * mask) > 0.5

@@ -1,11 +1,11 @@
 """A supervised localizer next to the weakly supervised Grad-CAM boxes: torchvision Mask R-CNN / Faster R-CNN
-trained on the NIH ground-truth boxes (seed 004's detection variant).
+trained on the NIH ground-truth boxes (the NIH localization study's detection variant).
 
 - Model: ``torchvision.models.detection.MaskRCNN`` (default) or ``FasterRCNN`` on a ResNet + FPN backbone
   (``BackboneWithFPN``), one class per boxed finding + background. Sized for CPU training on the cache's small
   images: ``min_size = max_size = `` the cache size (no resizing), anchors scaled to the image size, a narrow
   FPN (``fpn_channels``), short proposal lists and small ROI samples. NIH has boxes but no outlines, so the
-  masks are box-shaped (as seed 004 did). Gray cache images are replicated to 3 channels.
+  masks are box-shaped (as the NIH localization study did). Gray cache images are replicated to 3 channels.
 - Weights: ``null`` (default, random init, BatchNorm trained); ``backbone_weights`` = a torchvision ResNet
   weights name (``IMAGENET1K_V1``) or a local ``.pt``; ``weights`` = a whole-detector state dict (local ``.pt``
   or a torchvision detection weights name such as ``COCO_V1`` for the resnet50 detectors); layers whose shapes

@@ -10,7 +10,7 @@ and NaN (blank: not mentioned / unknown). An encoding turns them into training t
 - ``u_multiclass``: three classes per observation (0 negative, 1 positive, 2 uncertain); the model has three
   logits per label and its positive score is p(pos) / (p(pos) + p(neg)) (``multiclass_positive_score``).
 
-Blank labels: ``blank: negative`` (as seed 002 does) or ``blank: masked``.
+Blank labels: ``blank: negative`` (as the CheXpert study does) or ``blank: masked``.
 """
 
 from __future__ import annotations

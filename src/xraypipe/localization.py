@@ -4,7 +4,7 @@
   convolutional model, and CAM (Zhou et al. 2016) for global-average-pool + linear heads as a small ``BaseCAM``
   subclass whose channel weights are the linear layer's row for the class (no gradients needed).
 - Boxes: threshold the heatmap (a fraction of its maximum) and take the bounding boxes of the connected
-  components (``scipy.ndimage``); or seed 004's heuristic: among candidate boxes, keep the 5 whose size is
+  components (``scipy.ndimage``); or the NIH localization study's heuristic: among candidate boxes, keep the 5 whose size is
   closest to the finding's mean training box size and pick the one with the highest mean heat.
 - Scores (Wang et al., CVPR 2017, "ChestX-ray8"): IoBB = area(detected ∩ ground truth) / area(detected);
   a ground-truth box is hit at T when some detected box of the same finding has IoBB > T; AFP = the average
@@ -160,7 +160,7 @@ def _box_dict(heat, x, y, w, h, peak=None) -> dict:
 
 def heuristic_box(heat: np.ndarray, mean_size: tuple[float, float], levels=(0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
                   keep: int = 5) -> list[dict]:
-    """Seed 004's heuristic: one box per heatmap.
+    """The NIH localization study's heuristic: one box per heatmap.
 
     Candidates: the connected-component boxes of the heatmap thresholded at each of ``levels`` (fractions of
     its maximum), and a box of the finding's mean training size centred on each component's heat-weighted
@@ -196,7 +196,7 @@ def heuristic_box(heat: np.ndarray, mean_size: tuple[float, float], levels=(0.2,
 
 def localize(*, model_path, cache_dir, boxes_csv, resize: str, cfg: dict, out_dir, threads: int = 1) -> dict:
     """The localize stage for one dataset x variant: heatmaps for every (scoring image, boxed finding) pair, boxes
-    by BOTH box methods (threshold + connected components, seed 004's heuristic) from the same heatmaps, per-box
+    by BOTH box methods (threshold + connected components, the NIH localization study's heuristic) from the same heatmaps, per-box
     scores and Wang et al.'s summary per box method.
 
     The scoring images are ``xraypipe.detection.box_split``'s ``scoring`` role (the boxed test images, capped at

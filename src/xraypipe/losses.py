@@ -35,7 +35,7 @@ LOSSES.register("masked_bce")(masked_bce)
 
 @LOSSES.register("wcel")
 def weighted_cross_entropy(eps: float = 1.0, **_):
-    """W-CEL of Wang et al. 2017 (seed 003), weights recomputed for every batch and label:
+    """W-CEL of Wang et al. 2017 (the ChestX-ray8 study), weights recomputed for every batch and label:
     beta_P = (|P| + |N|) / |P| on positives, beta_N = (|P| + |N|) / |N| on negatives, counted over the
     batch's known entries. ``eps`` is added to the counts so a batch without positives (or negatives) of a
     label gives a finite weight (its terms are absent anyway)."""
@@ -56,7 +56,7 @@ def weighted_cross_entropy(eps: float = 1.0, **_):
 
 @LOSSES.register("class_weighted_bce")
 def class_weighted_bce(pos_counts=None, neg_counts=None, fp_bias: float = 0.0, **_):
-    """Seed 001's class weights from the training split's counts per label: positives weigh 1 + (N + b) / P,
+    """The MURA study's class weights from the training split's counts per label: positives weigh 1 + (N + b) / P,
     negatives 1 + P / N, where b (``fp_bias``) shifts weight toward positives to trade false positives."""
     import torch
     import torch.nn.functional as F

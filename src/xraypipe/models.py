@@ -107,7 +107,7 @@ def _torchvision_backbone(builder, tv_name: str, num_classes: int, in_channels: 
 # --------------------------------------------------------------------------------------------- torchvision zoo
 @MODELS.register("resnet18")
 def build_resnet18(num_classes: int, in_channels: int = 1, weights: str | None = None, input_mode: str = "adapt"):
-    """ResNet-18 (seeds 003/004); single linear head."""
+    """ResNet-18 (the ChestX-ray8 and NIH localization studies); single linear head."""
     from torchvision.models import resnet18
 
     return _torchvision_backbone(resnet18, "resnet18", num_classes, in_channels, weights, "conv1", "fc", input_mode)

@@ -686,7 +686,7 @@ def set_backbone_trainable(model, head, trainable: bool) -> None:
 
 
 def build_scheduler(schedule: dict, optimizer, epochs: int):
-    """Per-epoch learning-rate schedule (``variants.<v>.schedule``): cosine, step (seed 003: 1e-3 -> 1e-4),
+    """Per-epoch learning-rate schedule (``variants.<v>.schedule``): cosine, step (the ChestX-ray8 study: 1e-3 -> 1e-4),
     plateau on the validation mean AUROC, or constant."""
     import torch
 
