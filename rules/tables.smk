@@ -16,7 +16,8 @@ rule auroc_table:
     conda:
         ENV
     shell:
-        stage_shell("auroc_table")
+        # the table on the console when the run ends (the script's own output goes to the log)
+        stage_shell("auroc_table") + " && cat {output.out_md}"
 
 
 localrules:
