@@ -166,14 +166,14 @@ def write_config_json(config: dict, out: str | Path, source: str = "config", tra
     validated config (``null`` where that has none too). It is the params file of every DVC stage but
     ``config_to_json``: DVC fails on a tracked key the file lacks, and re-reads the file, walking all of it for
     each tracked key, once per stage, so the file must be fast to parse (JSON, not YAML) and small (not every
-    default), which keeps ``dvc status`` under 5 s with 50 variants (benchmarks/README.md)."""
+    default); see benchmarks/README.md for ``dvc status`` timings."""
     from xraypipe.atomic import write_json
 
     validated = validate_config(config, source=source)
     written = copy.deepcopy(dict(config))
     for dotted in tracked:
         keys = dotted.split(".")
-        node, value = validated, None
+        node = validated
         for key in keys:
             node = node.get(key) if isinstance(node, dict) else None
         value = node
