@@ -1,10 +1,11 @@
 rule config_to_json:
     """The configuration Snakemake runs with (config.yaml plus any --configfile/--config overlays), as given and
-    validated, written as JSON: a record of how results/ was configured (and DVC's params file, dvc.yaml)."""
+    validated, written as JSON: a record of how results/ was configured (and, split into small files under results/params/, DVC's params files)."""
     input:
         code=code_deps("scripts/config_to_json.py"),
     output:
-        PATHS["config_json"],
+        record=PATHS["config_json"],
+        params_dir=directory(PATHS["params_dir"]),
     params:
         cfg=lambda wildcards: json.dumps(CONFIG_AS_GIVEN, sort_keys=True, separators=(",", ":")),
     log:
@@ -15,4 +16,4 @@ rule config_to_json:
     conda:
         ENV
     shell:
-        "python scripts/config_to_json.py --config-json {params.cfg:q} --out {output} > {log} 2>&1"
+        "python scripts/config_to_json.py --config-json {params.cfg:q} --out {output.record} --params-dir {output.params_dir} > {log} 2>&1"

@@ -69,7 +69,7 @@ def test_exp_run_reruns_only_the_changed_variant_and_diffs_show_it(tiny_dvc_repo
     exp = run([DVC, "exp", "run", TARGET, "-n", "small-cnn-lr", "-S", f"config.yaml:variants.small_cnn.lr={LR}"],
               repo, timeout=1500)
     ran, skipped = _stages(exp.stdout)
-    # config_to_json rewrites the params file (results/config.json); of the stages reading it, only those whose
+    # config_to_json rewrites the params files (results/params/); of the stages reading it, only those whose
     # tracked keys changed run again
     assert ran == {"config_to_json", f"train@{D}-small_cnn", f"predict@{D}-small_cnn-val",
                    f"predict@{D}-small_cnn-test", f"evaluate@{D}-small_cnn", "auroc_table"}, exp.stdout

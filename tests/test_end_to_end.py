@@ -78,6 +78,8 @@ def test_dvc_repro_tiny_in_a_git_repository(tmp_path):
     assert "mean_auroc" in shown.stdout
     # the lock records the config params each stage used
     lock = yaml.safe_load((wf / "dvc.lock").read_text())
-    # (train tracks its keys in results/config.json; config_to_json tracks the whole of config.yaml)
-    assert "variants.resnet18" in lock["stages"]["train@nih_synthetic-resnet18"]["params"]["results/config.json"]
+    # (train tracks its variant's keys in its own params file; config_to_json tracks the whole of config.yaml)
+    train_params = lock["stages"]["train@nih_synthetic-resnet18"]["params"]
+    assert "variants.resnet18" in train_params["results/params/variants/resnet18.json"]
+    assert "training.device" in train_params["results/params/training.json"]
     assert "variants" in lock["stages"]["config_to_json"]["params"]["config.yaml"]

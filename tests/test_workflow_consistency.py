@@ -12,7 +12,9 @@ import pytest
 from workflow_copy import BIN, ROOT, init_git_dvc, load_tiny_config, make_workflow_copy, run
 from xraypipe.code_deps import code_deps
 from xraypipe.config import validate_config
-from xraypipe.workflow import PATHS, STAGE, STAGE_PARAMS, STAGES, dvc_yaml
+from xraypipe.config import params_file
+from xraypipe.workflow import (CODE_SCRIPT, CODE_STAGE, PATHS, STAGE, STAGE_PARAMS, STAGES, dvc_yaml,
+                               fingerprint_path, stage_scripts)
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +97,12 @@ def test_both_engines_define_the_same_jobs_files_params_and_code(two_by_two):
     workdir, cfg = two_by_two
     sm_jobs = snakemake_jobs(workdir)
     dvc = dvc_stages(workdir)
+    (code_stage,) = [s for s in dvc if s["name"] == CODE_STAGE]
+    dvc.remove(code_stage)  # DVC only: Snakemake tracks the code files themselves
+    code_stage_deps = code_stage["deps"]
+    run([sys.executable, CODE_SCRIPT], workdir)
+    fingerprints = {path: json.loads((workdir / path).read_text()) for path in code_stage["output"]}
+    assert set(fingerprints) == {fingerprint_path(name) for name in stage_scripts()}
     by_outputs = {frozenset(s["output"]): s for s in dvc}
     assert len(by_outputs) == len(dvc)
     # 2 datasets x 3 variants: 6 train jobs, 12 predict, 6 evaluate; 2 x 2 cross-validated variants x 3 folds
@@ -109,14 +117,18 @@ def test_both_engines_define_the_same_jobs_files_params_and_code(two_by_two):
         assert stage is not None, f"no DVC stage writes {sorted(job['output'])}"
         name = stage["name"]
         assert name.split("@")[0] == job["rule"]
-        # code dependencies: equal
+        # code dependencies: Snakemake tracks the files, DVC the stage's fingerprint of the same files, written by
+        # the code stage, which depends on all of them
         sm_code = {f for f in job["input"] if is_code(f)}
-        assert sm_code == {d for d in stage["deps"] if is_code(d)}, name
-        script = STAGE[job["rule"]].script_path if job["rule"] in STAGE else "scripts/config_to_json.py"
+        fingerprint = fingerprint_path(job["rule"])
+        assert fingerprint in stage["deps"], name
+        script = stage_scripts()[job["rule"]]
+        assert sm_code == set(fingerprints[fingerprint]["files"]), name
+        assert sm_code <= code_stage_deps, name
         assert script in sm_code and "src/xraypipe/config.py" in sm_code, name
         # data dependencies: every file Snakemake reads lies in a DVC dependency, and each DVC dependency holds one
         sm_data = {f for f in job["input"] if not is_code(f)}
-        dvc_data = {d for d in stage["deps"] if not is_code(d)}
+        dvc_data = {d for d in stage["deps"] if not is_code(d) and d != fingerprint}
         for f in sm_data:
             assert any(f == d or f.startswith(d + "/") for d in dvc_data), (name, f, sorted(dvc_data))
         for d in dvc_data:
@@ -126,31 +138,40 @@ def test_both_engines_define_the_same_jobs_files_params_and_code(two_by_two):
             assert stage["params"] == [("config.yaml", [])]
             continue
         dvc_keys = [k for file, keys in stage["params"] for k in keys]
-        assert all(file == PATHS["config_json"] for file, _ in stage["params"]), stage["params"]
+        for file, keys in stage["params"]:
+            assert all(file == f"{PATHS['params_dir']}/{params_file(k)}" for k in keys), (name, file, keys)
         wildcards = dict(zip(STAGE[job["rule"]].wildcards, name.partition("@")[2].split("-")))
         wanted = [k.format(**wildcards) for k in STAGE_PARAMS[STAGE[job["rule"]].params]]
-        assert dvc_keys == wanted, (name, dvc_keys, wanted)
+        assert sorted(dvc_keys) == sorted(wanted), (name, dvc_keys, wanted)
         passed = leaf_paths(job["params"] or {})
         for leaf in passed:
             assert any(leaf == k or leaf.startswith(k + ".") for k in dvc_keys), (name, leaf, dvc_keys)
     assert {s["name"].split("@")[0] for s in dvc} == {s.name for s in STAGES} | {"config_to_json"}
 
 
-def test_results_config_json_holds_every_tracked_key(two_by_two, tmp_path):
-    """DVC fails on a params key missing from its params file: config_to_json fills the ones left to defaults."""
+def test_the_params_files_hold_every_tracked_key(two_by_two, tmp_path):
+    """DVC fails on a params key missing from its params file: config_to_json fills the ones left to defaults, in
+    the small file DVC reads each key from; results/config.json holds them all."""
     workdir, _ = two_by_two
-    out = tmp_path / "config.json"
-    run([sys.executable, str(workdir / "scripts" / "config_to_json.py"), "--config", "config.yaml", "--out", str(out)],
-        workdir)
-    written = json.loads(out.read_text())
-    tracked = [(s["name"], key) for s in dvc_stages(workdir) for file, keys in s["params"] if file == PATHS["config_json"]
-               for key in keys]
+    out, params_dir = tmp_path / "config.json", tmp_path / "params"
+    run([sys.executable, str(workdir / "scripts" / "config_to_json.py"), "--config", "config.yaml", "--out", str(out),
+         "--params-dir", str(params_dir)], workdir)
+    record = json.loads(out.read_text())
+    tracked = [(s["name"], file, key) for s in dvc_stages(workdir) for file, keys in s["params"]
+               if file.startswith(PATHS["params_dir"] + "/") for key in keys]
     assert len(tracked) > 100
-    for name, key in tracked:
-        node = written
-        for part in key.split("."):
-            assert isinstance(node, dict) and part in node, f"{name} tracks {key}, missing from results/config.json"
-            node = node[part]
+    assert {file for _, file, _ in tracked} >= {"results/params/training.json", "results/params/variants.json",
+                                                 "results/params/variants/small_cnn_cv.json",
+                                                 "results/params/datasets/nih_other.json"}
+    for name, file, key in tracked:
+        for written in (json.loads((params_dir / file.split("/", 2)[2]).read_text()), record):
+            node = written
+            for part in key.split("."):
+                assert isinstance(node, dict) and part in node, f"{name} tracks {key}, missing from {file}"
+                node = node[part]
+    # the split keeps each file small: one variant's file holds that variant only
+    assert list(json.loads((params_dir / "variants" / "resnet18.json").read_text())["variants"]) == ["resnet18"]
+    assert list(json.loads((params_dir / "training.json").read_text())) == ["training"]
 
 
 def test_invalid_config_stops_before_any_job(tmp_path):
@@ -178,13 +199,13 @@ def test_cross_validation_off_defines_no_cv_outputs_and_dvc_still_works(tmp_path
     wf = make_workflow_copy(tmp_path / "wf", cfg)
     sm = set().union(*(j["output"] for j in snakemake_jobs(wf)))
     stages = dvc_stages(wf)
-    dvc = set().union(*(s["output"] for s in stages))
+    dvc = set().union(*(s["output"] for s in stages if s["name"] != CODE_STAGE))  # DVC only
     assert sm == dvc, f"only in Snakemake: {sorted(sm - dvc)}\nonly in DVC: {sorted(dvc - sm)}"
     assert not [f for f in sm if f.startswith("results/cv") or "cross_validation" in f]
     assert not [s["name"] for s in stages if s["name"].split("@")[0] in ("cv_folds", "train_fold", "cv_table")]
     init_git_dvc(wf)
-    status = run([str(BIN / "dvc"), "status"], wf, timeout=300)
-    assert "train_fold" not in status.stdout and "cv_" not in status.stdout
+    status = json.loads(run([str(BIN / "dvc"), "status", "--json"], wf, timeout=300).stdout)
+    assert CODE_STAGE in status and not [n for n in status if n.startswith(("train_fold", "cv_"))], sorted(status)
 
 
 def _fake_outputs(repo) -> None:
@@ -204,13 +225,15 @@ def _fake_outputs(repo) -> None:
 
 @pytest.mark.slow
 def test_a_code_change_reruns_exactly_the_stages_that_import_it(tmp_path):
-    """Change xraypipe/figures.py: Snakemake re-runs the figure jobs and nothing else, and `dvc status` reports the
-    figure stages changed and nothing else (the stages whose computed code dependencies hold that file)."""
+    """Change xraypipe/figures.py: Snakemake re-runs the figure jobs and nothing else, and once the code stage has
+    re-hashed the code, `dvc status` reports the figure stages changed and nothing else (the stages whose computed
+    code dependencies hold that file)."""
     cfg = load_tiny_config()
     repo = make_workflow_copy(tmp_path / "wf", cfg)
     init_git_dvc(repo)
     run([str(BIN / "snakemake"), "--cores", "1", PATHS["config_json"]], repo, timeout=300)
     _fake_outputs(repo)
+    run([str(BIN / "dvc"), "repro", "-s", "-q", CODE_STAGE], repo)
     run([str(BIN / "dvc"), "commit", "-f", "-q"], repo, timeout=900)
     run([str(BIN / "snakemake"), "--cores", "1", "--touch"], repo, timeout=300)  # dvc commit re-links cached outputs
     assert "Nothing to be done" in run([str(BIN / "snakemake"), "-n", "--cores", "1"], repo).stdout
@@ -225,6 +248,10 @@ def test_a_code_change_reruns_exactly_the_stages_that_import_it(tmp_path):
     dry = run([str(BIN / "snakemake"), "-n", "--cores", "1"], repo).stdout
     reran = {j["rule"] for j in snakemake_jobs_from(dry)} - {"all"}
     assert reran == expected, dry[-3000:]
+    # under DVC the edit first changes the code stage; once it has run, exactly the figure stages are stale
+    status = run([str(BIN / "dvc"), "status", "--json"], repo).stdout
+    assert set(json.loads(status)) == {CODE_STAGE}, status
+    run([str(BIN / "dvc"), "repro", "-s", "-q", CODE_STAGE], repo)
     status = run([str(BIN / "dvc"), "status", "--json"], repo).stdout
     assert {name.split("@")[0] for name in json.loads(status)} == expected, status
 

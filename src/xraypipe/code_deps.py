@@ -7,6 +7,7 @@ engines track these files: a change to a module re-runs exactly the stages whose
 from __future__ import annotations
 
 import ast
+import hashlib
 from functools import lru_cache
 from pathlib import Path
 
@@ -26,7 +27,8 @@ def package_modules() -> dict[str, Path]:
     return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
-def imported_modules(path: Path, package: str = "") -> set[str]:
+@lru_cache(maxsize=None)  # every stage's closure reaches the same modules: parse each once
+def imported_modules(path: Path, package: str = "") -> frozenset[str]:
     """Module names an ``import`` / ``from ... import`` anywhere in ``path`` may refer to (``package``: the
     importing module's package, for relative imports)."""
     found: set[str] = set()
@@ -40,7 +42,7 @@ def imported_modules(path: Path, package: str = "") -> set[str]:
             else:
                 source = node.module or ""
             found |= {source} | {f"{source}.{a.name}" for a in node.names}
-    return found
+    return frozenset(found)
 
 
 def _with_parents(name: str) -> list[str]:
@@ -79,3 +81,10 @@ def _code_deps(script: str) -> tuple[str, ...]:
     files |= {f for m in closure for f in PACKAGE_DATA.get(m, [])}
     return tuple(sorted(files))
 
+
+
+def fingerprint(script: str, root: str | Path | None = None) -> dict[str, str]:
+    """The sha256 of each file of :func:`code_deps`, read under ``root``: the project the engine runs in (the
+    files it tracks), which need not be where the imported package lives (an installed or editable copy)."""
+    root = Path(root) if root is not None else ROOT
+    return {f: hashlib.sha256((root / f).read_bytes()).hexdigest() for f in code_deps(script)}

@@ -160,15 +160,9 @@ def load_config(path: str | Path) -> dict:
     return validate_config(read_config_file(path), source=str(path))
 
 
-def write_config_json(config: dict, out: str | Path, source: str = "config", tracked: tuple = ()) -> None:
-    """Validate ``config`` (a ConfigError names the bad key; nothing is written then) and write it as given to
-    ``out`` as JSON (atomically), with each dotted key of ``tracked`` that it leaves out filled in from the
-    validated config (``null`` where that has none too). It is the params file of every DVC stage but
-    ``config_to_json``: DVC fails on a tracked key the file lacks, and re-reads the file, walking all of it for
-    each tracked key, once per stage, so the file must be fast to parse (JSON, not YAML) and small (not every
-    default); see benchmarks/README.md for ``dvc status`` timings."""
-    from xraypipe.atomic import write_json
-
+def filled_config(config: dict, tracked: tuple = (), source: str = "config") -> dict:
+    """``config`` as given, with each dotted key of ``tracked`` that it leaves out filled in from the validated
+    config (``null`` where that has none too): DVC fails on a tracked key its params file lacks."""
     validated = validate_config(config, source=source)
     written = copy.deepcopy(dict(config))
     for dotted in tracked:
@@ -184,7 +178,54 @@ def write_config_json(config: dict, out: str | Path, source: str = "config", tra
             target = target[key]
         if isinstance(target, dict) and keys[-1] not in target:
             target[keys[-1]] = copy.deepcopy(value)
+    return written
+
+
+def write_config_json(config: dict, out: str | Path, source: str = "config", tracked: tuple = (),
+                      params_dir: str | Path | None = None) -> None:
+    """Validate ``config`` (a ConfigError names the bad key; nothing is written then) and write it as given to
+    ``out`` as JSON (atomically), each key of ``tracked`` filled in (:func:`filled_config`): the record of how
+    results/ was configured.
+
+    ``params_dir``: also write DVC's params files there (:func:`write_params_dir`)."""
+    from xraypipe.atomic import write_json
+
+    written = filled_config(config, tracked, source)
+    if params_dir is not None:
+        write_params_dir(written, params_dir)
     write_json(out, written)
+
+
+NAMED_SECTIONS = ("datasets", "variants")  # sections whose entries get a params file each
+
+
+def params_file(key: str) -> str:
+    """The file of a params directory that holds the dotted ``key`` (placeholders allowed): one file per
+    top-level section (``training.json``), and one per dataset and per variant (``variants/<name>.json``)."""
+    parts = key.split(".")
+    if parts[0] in NAMED_SECTIONS and len(parts) > 1:
+        return f"{parts[0]}/{parts[1]}.json"
+    return f"{parts[0]}.json"
+
+
+def write_params_dir(written: dict, params_dir: str | Path) -> None:
+    """DVC's params files, split so that each stays small: DVC walks the whole file for every key a stage tracks
+    (dpath), once per stage, so with 50 variants one file holding everything makes `dvc status` ~2 s slower (see
+    benchmarks/README.md). Every file holds its keys at their full dotted path. Written atomically as one
+    directory."""
+    import json
+
+    from xraypipe.atomic import atomic_dir
+
+    files = {params_file(section): {section: body} for section, body in written.items()}
+    for section in NAMED_SECTIONS:
+        for name, body in (written.get(section) or {}).items():
+            files[params_file(f"{section}.{name}")] = {section: {name: body}}
+    with atomic_dir(params_dir) as tmp:
+        for name, body in files.items():
+            path = tmp / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(body, indent=1, sort_keys=True, allow_nan=True) + "\n")
 
 
 def dataset_config(config: dict, dataset: str) -> dict:

@@ -14,11 +14,17 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from xraypipe.code_deps import code_deps
+from xraypipe.code_deps import code_deps, fingerprint
+from xraypipe.config import params_file
 
 PATHS = {
     # the configuration as given (validated, no defaults filled in), as JSON: DVC's params file (dvc.yaml)
     "config_json": "results/config.json",
+    # DVC's params files: the same config split into small files (xraypipe.config.write_params_dir)
+    "params_dir": "results/params",
+    # under DVC: the sha256 of each code file a stage runs (one dependency per stage instead of ~30 keeps
+    # `dvc status` fast); Snakemake tracks the files themselves
+    "code_fingerprint": "results/code/{stage}.json",
     "raw": "results/raw/{dataset}",
     "manifest": "results/splits/{dataset}.csv",
     "split_summary": "results/splits/{dataset}.summary.csv",
@@ -419,7 +425,7 @@ def job_outputs(stage: Stage, wildcards: dict) -> dict[str, str | list[str]]:
 
 def all_targets(config: dict) -> list[str]:
     """Every output of every job of the experiment (Snakemake's rule all)."""
-    targets = [PATHS["config_json"]]
+    targets = [PATHS["config_json"], PATHS["params_dir"]]
     for stage in STAGES:
         for wildcards in stage_jobs(stage, config):
             for files in job_outputs(stage, wildcards).values():
@@ -474,6 +480,11 @@ def command(stage: Stage, engine: str) -> str:
     return " ".join(parts)
 
 
+def params_path(key: str) -> str:
+    """The params file DVC reads the dotted ``key`` from (placeholders kept)."""
+    return f"{PATHS['params_dir']}/{params_file(key)}"
+
+
 def dvc_stage(stage: Stage) -> dict:
     to_dvc = lambda t: re.sub(r"\{(\w+)\}", lambda m: "${item.%s}" % m[1], t)  # noqa: E731
     body: dict = {}
@@ -482,13 +493,15 @@ def dvc_stage(stage: Stage) -> dict:
                               "${%s}" % MATRIX[stage.variant_source if w == "variant" else w])
                           for w in stage.wildcards}
     body["cmd"] = command(stage, "dvc")
-    deps = list(code_deps(stage.script_path))
+    deps = [fingerprint_path(stage.name)]
     for spec in stage.inputs.values():
         deps += [spec.dvc_dir] if isinstance(spec, Gather) else [to_dvc(t) for t in spec.templates()]
     body["deps"] = list(dict.fromkeys(deps))
-    keys = [to_dvc(k) for k in STAGE_PARAMS[stage.params]]
-    if keys:
-        body["params"] = [{PATHS["config_json"]: keys}]
+    by_file: dict = {}
+    for key in STAGE_PARAMS[stage.params]:
+        by_file.setdefault(params_path(key), []).append(to_dvc(key))
+    if by_file:
+        body["params"] = [{to_dvc(file): keys} for file, keys in by_file.items()]
     for spec in stage.outputs.values():
         for template in spec.templates():
             props = dict(spec.plot)
@@ -502,18 +515,59 @@ DVC_HEADER = """\
 # GENERATED from the stage table in src/xraypipe/workflow.py by `make dvc-yaml`; do not edit (a test fails when
 # this file differs from what the table generates). The same stages as the Snakefile, driven by the same
 # config.yaml: `vars` gives the matrices (experiment.datasets x experiment.variants, ...), config_to_json tracks
-# all of config.yaml and writes it, validated, to results/config.json, the params file of every other stage.
+# all of config.yaml and writes it, validated, to results/config.json and, split into small files, to
+# results/params/, the params files of every other stage.
+# code_fingerprints hashes each stage's code (its script's import closure) into results/code/<stage>.json, the one
+# code dependency of that stage: after a code edit, `dvc status` names code_fingerprints, and `dvc repro` then
+# re-runs exactly the stages whose code changed.
 # Jobs call `python`: activate the project's .venv first (or run through `make`).
 """
+
+
+CODE_STAGE = "code_fingerprints"
+CODE_SCRIPT = "scripts/code_fingerprints.py"
+CONFIG_SCRIPT = "scripts/config_to_json.py"
+
+
+def fingerprint_path(stage_name: str) -> str:
+    return PATHS["code_fingerprint"].format(stage=stage_name)
+
+
+def stage_scripts() -> dict[str, str]:
+    """Each DVC stage's script, by stage name (the config stage first)."""
+    return {"config_to_json": CONFIG_SCRIPT, **{stage.name: stage.script_path for stage in STAGES}}
+
+
+def write_code_fingerprints(root: str | Path = ".") -> list[str]:
+    """Write every stage's code fingerprint (``PATHS["code_fingerprint"]`` under ``root``, the project DVC runs
+    in): the sha256 of each file of its script's import closure there. A stage's file changes exactly when its
+    code does, so DVC re-runs exactly those stages."""
+    from xraypipe.atomic import write_text
+
+    written = []
+    for name, script in stage_scripts().items():
+        path = Path(root) / fingerprint_path(name)
+        body = {"stage": name, "script": script, "files": fingerprint(script, root)}
+        write_text(path, json.dumps(body, indent=1) + "\n")
+        written.append(path)
+    return written
+
+
+def code_stage() -> dict:
+    """The DVC stage that writes the code fingerprints; it depends on every code file of every stage."""
+    files = {f for script in [CODE_SCRIPT, *stage_scripts().values()] for f in code_deps(script)}
+    return {"cmd": f"python {CODE_SCRIPT}", "deps": sorted(files),
+            "outs": [{fingerprint_path(name): {"cache": False}} for name in stage_scripts()]}
 
 
 def dvc_yaml() -> str:
     import yaml
 
-    stages = {"config_to_json": {
-        "cmd": f"python scripts/config_to_json.py --config config.yaml --out {PATHS['config_json']}",
-        "deps": code_deps("scripts/config_to_json.py"), "params": [{"config.yaml": None}],
-        "outs": [PATHS["config_json"]]}}
+    stages = {CODE_STAGE: code_stage(), "config_to_json": {
+        "cmd": f"python {CONFIG_SCRIPT} --config config.yaml --out {PATHS['config_json']} "
+               f"--params-dir {PATHS['params_dir']}",
+        "deps": [fingerprint_path("config_to_json")], "params": [{"config.yaml": None}],
+        "outs": [PATHS["config_json"], {PATHS["params_dir"]: {"cache": False}}]}}
     stages.update({stage.name: dvc_stage(stage) for stage in STAGES})
     text = yaml.safe_dump({"vars": ["config.yaml"], "stages": stages}, sort_keys=False, width=120,
                           default_flow_style=False)
@@ -539,7 +593,7 @@ def main(argv=None) -> int:
     from xraypipe.atomic import write_text
 
     write_text(out, text)
-    print(f"wrote {out} ({len(STAGES) + 1} stages)")
+    print(f"wrote {out} ({len(STAGES) + 2} stages)")
     return 0
 
 
