@@ -1,4 +1,5 @@
-"""Speed benchmarks (issue 6): preprocessing, epoch feed and no-op overhead, measured side by side in one run.
+"""Speed benchmarks: preprocessing, epoch feed, no-op overhead, training step, core scaling and data growth,
+measured side by side in one run.
 
     .venv/bin/python benchmarks/speed.py [--data ../shared/data] [--files 384] [--repeats 3] [--json out.json]
     make bench            # installs benchmarks/requirements.txt (torchxrayvision) into .venv, then runs this
@@ -15,6 +16,13 @@
    with 1 thread, with the torch-kernel fallback, with worker threads and with augmentation.
 3. No-op overhead: ``snakemake -n`` and ``dvc status`` in a scratch copy of the workflow whose config has
    ``--variants`` variants and whose outputs are all faked up to date (target < 5 s each).
+4. Training step: the pipeline's ``train_one_epoch`` against a bare loop (same model, batch, threads, tensors in
+   memory, no augmentation) for config.yaml's ResNet-18 and small CNN (target >= 0.9x, median of ``--step-rounds``).
+5. Core scaling: the main job of a one-variant experiment from scratch at ``--cores 1`` and ``--cores 2``
+   (threads: auto; target >= 1.8x).
+6. Data growth: ``make_splits``, ``build_cache`` and ``snakemake -n`` at ``--scale-sizes`` images, for the NIH
+   synthetic twin and for the real NIH metadata (its first rows, and all 112,120), each in a fresh process:
+   seconds, microseconds per image and peak memory per size.
 
 Each other measurement is repeated ``--repeats`` times and the best is kept (the machine may be shared). Everything is
 written under a temporary directory (``--workdir`` to keep it). Nothing in the project's results/ is touched.
@@ -244,12 +252,14 @@ def bench_feed(feed_dir: Path, batch_size: int, epochs: int, repeats: int, threa
                 count += len(torch.from_numpy(images[rows]).to(torch.float32))
         return count
 
-    def loader(augment=False, reuse_buffer=True, torch_threads=threads, compiled=True, workers=0, step_s=0.0):
+    def loader(augment=False, reuse_buffer=True, torch_threads=threads, compiled=True, workers=0, step_s=0.0,
+               augment_device=None):
         # reuse_buffer=True is how xraypipe.train feeds its loops (each batch consumed before the next is drawn);
         # compiled=False: the torch-kernel path the loader falls back to without numba (XRAYPIPE_NO_NUMBA=1);
         # step_s: a training step that waits this long with the CPU free, as for a GPU (time.sleep)
         batches = CacheBatches(feed_dir, "train", NIH_FINDINGS, batch_size=batch_size, shuffle=True, seed=FEED_SEED,
-                               augment=augment, reuse_buffer=reuse_buffer, workers=workers)
+                               augment=augment, reuse_buffer=reuse_buffer, workers=workers,
+                               augment_device=augment_device)
 
         def go():
             torch.set_num_threads(torch_threads)
@@ -263,6 +273,8 @@ def bench_feed(feed_dir: Path, batch_size: int, epochs: int, repeats: int, threa
                         if x.dtype != torch.float32 or x.shape[1:] != (1, *images.shape[1:]):
                             raise BenchError(f"CacheBatches gave {x.dtype} {tuple(x.shape)}")
                         count += len(x)
+                        if x.device.type == "cuda":
+                            torch.cuda.synchronize()  # the batch is ready, as the step would need it
                         if step_s:
                             time.sleep(step_s)
             finally:
@@ -304,13 +316,18 @@ def bench_feed(feed_dir: Path, batch_size: int, epochs: int, repeats: int, threa
     for j, (name, _) in enumerate(measured):
         results[f"{name}_ratio"] = float(np.median(bare_walls[:, j] / np.asarray(walls[name])))
     # slower, information only: best of `repeats`
+    # the device path: uint8 to the device, augmented there (the training loop's path on CUDA; on a machine
+    # without CUDA the same code on the CPU, to compare with the host path)
+    augment_device = "cuda" if torch.cuda.is_available() else "cpu"
     for name, fn in (("loader_augment", loader(augment=True)),
+                     ("loader_augment_device", loader(augment=True, augment_device=augment_device)),
                      ("loader_step_0_workers", loader(step_s=STEP_S)), ("loader_step_1_worker",
                                                                         loader(step_s=STEP_S, workers=1))):
         wall, count = best_of(repeats, fn)
         results[f"{name}_ips"] = count / wall
     results.update(images=n, epochs=epochs, batch_size=batch_size, image_size=int(images.shape[1]),
-                   torch_threads=threads, compiled_kernel=feed_kernel.available(), rounds=rounds, step_s=STEP_S)
+                   torch_threads=threads, compiled_kernel=feed_kernel.available(), rounds=rounds, step_s=STEP_S,
+                   augment_device=augment_device)
     return results
 
 
@@ -442,6 +459,233 @@ def bench_noop(work: Path, n_variants: int, repeats: int) -> dict:
             "dvc_status_s": dvc_wall}
 
 
+# ----------------------------------------------------------------------------------------------- 4. training step
+def toy_cache(out: Path, n_train: int, n_val: int, size: int, seed: int = 0) -> Path:
+    """A cache (train/val uint8 arrays + index.csv) of random images with random NIH labels."""
+    import numpy as np
+    import pandas as pd
+
+    from xraypipe.atomic import write_csv
+
+    rng = np.random.default_rng(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    frames = []
+    for split, n in (("train", n_train), ("val", n_val)):
+        np.save(out / f"{split}.npy", rng.integers(0, 256, (n, size, size), dtype=np.uint8))
+        frame = pd.DataFrame({"cache_row": np.arange(n), "image_id": [f"{split}{i}" for i in range(n)],
+                              "patient_id": [f"{split}{i}" for i in range(n)], "split": split})
+        for finding in NIH_FINDINGS:
+            frame[finding] = rng.integers(0, 2, n).astype(float)
+        frames.append(frame)
+    write_csv(out / "index.csv", pd.concat(frames, ignore_index=True))
+    return out
+
+
+def bench_step(work: Path, threads: int, rounds: int, image_size: int, batches: int) -> dict:
+    """The pipeline's training loop (xraypipe.train.train_one_epoch: the cache feed, the configured loss, the
+    optimizer step) against a bare loop over the same model, batch size and threads, the batches already in
+    memory as float tensors, no augmentation: the default ResNet-18 and small CNN variants of config.yaml."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    import yaml
+
+    from xraypipe.config import validate_config
+    from xraypipe.train import _Distributed, _set_up_run, train_one_epoch
+
+    cfg = validate_config(yaml.safe_load((ROOT / "config.yaml").read_text()), source="config.yaml")
+    training = {**cfg["training"], "device": "cpu"}
+    torch.set_num_threads(threads)
+    results = {"threads": threads, "image_size": image_size, "batches": batches}
+    for name in ("resnet18", "small_cnn"):
+        variant = {**cfg["variants"][name], "augment": False}
+        cache = toy_cache(work / f"step_{name}", variant["batch_size"] * batches, 64, image_size)
+
+        def set_up():
+            return _set_up_run(_Distributed(training), cache_dir=cache, pathologies=NIH_FINDINGS, variant=variant,
+                               training=training, train_targets=None, train_rows=None, val_rows=None)
+
+        pipeline_run, bare_run = set_up(), set_up()
+        bare_run.train_batches.set_epoch(1)
+        in_memory = [(x.clone(), y.clone(), m.clone()) for x, y, m, _ in bare_run.train_batches]
+        model, optimizer = bare_run.model, bare_run.optimizer
+        model.train()
+
+        def pipeline(epoch=[0]):
+            epoch[0] += 1
+            train_one_epoch(pipeline_run, epoch[0], 0, False)
+
+        def bare():
+            for x, y, m in in_memory:
+                optimizer.zero_grad(set_to_none=True)
+                loss = F.binary_cross_entropy_with_logits(model(x), y, weight=m)
+                loss.backward()
+                optimizer.step()
+            float(loss.detach())
+
+        pipeline()  # warm-up: first-call allocations, kernel selection
+        bare()
+        ratios, walls = [], {"pipeline": [], "bare": []}
+        for _ in range(rounds):  # back to back in each round (the machine's speed drifts)
+            for key, fn in (("bare", bare), ("pipeline", pipeline)):
+                start = time.perf_counter()
+                fn()
+                walls[key].append(time.perf_counter() - start)
+            ratios.append(walls["bare"][-1] / walls["pipeline"][-1])
+        images = variant["batch_size"] * batches
+        results[name] = {"batch_size": variant["batch_size"], "pipeline_ips": images / min(walls["pipeline"]),
+                         "bare_ips": images / min(walls["bare"]), "ratio": float(np.median(ratios))}
+    return results
+
+
+# ----------------------------------------------------------------------------------------------- 5. core scaling
+def bench_cores(work: Path, variant: str) -> dict:
+    """The main job (results/tables/auroc.csv on config.yaml) of a one-variant experiment, from scratch, at
+    ``--cores 1`` and at ``--cores 2`` (threads: auto, so each job gets what Snakemake grants)."""
+    import yaml
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from workflow_copy import make_workflow_copy
+
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    cfg["experiment"]["variants"] = [variant]
+    cfg["training"]["threads"] = "auto"
+    cfg["preprocess_threads"] = "auto"
+    walls = {}
+    for cores in (1, 2):
+        repo = make_workflow_copy(work / f"cores_{cores}", cfg)
+        start = time.perf_counter()
+        _run(["snakemake", "--cores", str(cores), "results/tables/auroc.csv"], repo, timeout=3600)
+        walls[cores] = time.perf_counter() - start
+    return {"variant": variant, "cores_1_s": walls[1], "cores_2_s": walls[2], "speedup": walls[1] / walls[2]}
+
+
+# ----------------------------------------------------------------------------------------------- 6. data growth
+TWIN_IMAGES_PER_PATIENT = 2.18  # the NIH twin's mean follow-ups per patient (follow_ups [1, 5])
+
+
+def _peak_mb(who) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024  # Linux: KiB
+
+
+def measure_stage(request: dict) -> dict:
+    """Run in a fresh interpreter (``speed.py --measure-stage JSON``): one data stage's own call, timed from after
+    the imports, with the process's peak RSS before (``baseline_mb``: interpreter and libraries) and after it, and
+    the largest child's (the cache's decoding processes, or the snakemake process)."""
+    stage = request["stage"]
+    if stage == "snakemake_n":
+        start = time.perf_counter()
+        proc = subprocess.run(["snakemake", "-n", request["target"]], cwd=request["repo"], capture_output=True,
+                              text=True)
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise BenchError(f"snakemake -n failed in {request['repo']}:\n{proc.stderr[-3000:]}")
+        return {"seconds": wall, "baseline_mb": _peak_mb(resource.RUSAGE_SELF),
+                "peak_mb": _peak_mb(resource.RUSAGE_CHILDREN), "child_peak_mb": _peak_mb(resource.RUSAGE_CHILDREN)}
+    from xraypipe import stages
+
+    baseline = _peak_mb(resource.RUSAGE_SELF)
+    start = time.perf_counter()
+    if stage == "make_splits":
+        rows = len(stages.make_splits(request["dataset"], request["raw"], request["manifest"], request["summary"]))
+    elif stage == "build_cache":
+        rows = len(stages.build_cache(request["dataset"], request["manifest"], request["out_dir"],
+                                      threads=request["threads"]))
+    else:
+        raise BenchError(f"unknown stage {stage!r}")
+    return {"seconds": time.perf_counter() - start, "rows": rows, "baseline_mb": baseline,
+            "peak_mb": _peak_mb(resource.RUSAGE_SELF), "child_peak_mb": _peak_mb(resource.RUSAGE_CHILDREN)}
+
+
+def _measured(request: dict, cwd: Path) -> dict:
+    proc = _run([sys.executable, str(Path(__file__).resolve()), "--measure-stage", json.dumps(request)], cwd,
+                timeout=3600)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def twin_raw(out: Path, n_images: int, image_size: int) -> Path:
+    """The NIH synthetic twin with about ``n_images`` images of ``image_size`` px (the real release layout)."""
+    from xraypipe.synthetic.nih import generate_nih_synthetic
+
+    n_patients = max(1, round(n_images / TWIN_IMAGES_PER_PATIENT))
+    generate_nih_synthetic(out, {"n_patients": n_patients, "image_size": image_size, "seed": 0})
+    return out
+
+
+def real_metadata_raw(data: Path, out: Path, n_rows: int, pool: list[Path]) -> Path:
+    """A copy of the real NIH release layout with the first ``n_rows`` rows of the real Data_Entry (112,120 rows:
+    all of it), the official train_val list restricted to them, and images/ holding, under each row's real file
+    name, a hard link to one of the 1,000 real 64 px images (``pool``, cycled: the pixels do not change the cost)."""
+    import gzip
+
+    with gzip.open(data / "nih" / "Data_Entry_2017_v2020.csv.gz", "rt") as f:
+        lines = f.read().splitlines()
+    header, rows = lines[0], lines[1:1 + n_rows]
+    names = [row.split(",", 1)[0] for row in rows]
+    with gzip.open(data / "nih" / "train_val_list.txt.gz", "rt") as f:
+        train_val = set(f.read().split())
+    out.mkdir(parents=True)
+    (out / "Data_Entry_2017_v2020.csv").write_text("\n".join([header, *rows]) + "\n")
+    (out / "train_val_list.txt").write_text("".join(f"{n}\n" for n in names if n in train_val))
+    images = out / "images"
+    images.mkdir()
+    for i, name in enumerate(names):
+        os.link(pool[i % len(pool)], images / name)
+    return out
+
+
+def bench_scale(data: Path, work: Path, sizes: list[int], image_size: int, threads: int) -> dict:
+    """Manifest + splits (``make_splits``), cache (``build_cache``) and ``snakemake -n`` of the main job at each
+    size, for the NIH synthetic twin at ``image_size`` px and for the real NIH metadata (its first rows, and all
+    112,120), each stage in a fresh process: seconds, microseconds per image and peak memory per size."""
+    import yaml
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from workflow_copy import make_workflow_copy
+
+    from xraypipe.config import validate_config
+
+    real_entry = data / "nih" / "Data_Entry_2017_v2020.csv.gz"
+    pool_src = sorted((data / "nih" / "images_64px").glob("*.png"))
+    if not real_entry.is_file() or not pool_src:
+        raise BenchError(f"{data / 'nih'}: the real Data_Entry_2017_v2020.csv.gz and images_64px/ are needed")
+    pool_dir = work / "scale_pool"
+    pool_dir.mkdir(parents=True, exist_ok=True)
+    pool = [Path(shutil.copy2(p, pool_dir / p.name)) for p in pool_src]  # same file system as the links
+    base = yaml.safe_load((ROOT / "config.yaml").read_text())
+    base["experiment"]["variants"] = ["small_cnn"]
+    results = {"image_size": image_size, "threads": threads, "rows": []}
+    real_sizes = sorted({min(n, 112_120) for n in sizes} | ({112_120} if max(sizes) >= 100_000 else set()))
+    for source, size_list in (("twin", sizes), ("real metadata", real_sizes)):
+        for n in size_list:
+            case = work / f"scale_{source.split()[0]}_{n}"
+            start = time.perf_counter()
+            raw = (twin_raw(case / "raw", n, max(32, image_size)) if source == "twin"
+                   else real_metadata_raw(data, case / "raw", n, pool))
+            made = time.perf_counter() - start
+            dataset = {"reader": "nih", "source": "local", "root": str(raw), "missing_images": "error",
+                       "preprocess": {"image_size": image_size, "resize": "pad"}}
+            cfg = yaml.safe_load(yaml.safe_dump(base))
+            cfg["datasets"] = {**cfg["datasets"], "nih_scale": dataset}
+            cfg["experiment"]["datasets"] = ["nih_scale"]
+            filled = validate_config(cfg, source="bench")["datasets"]["nih_scale"]
+            manifest = case / "manifest.csv"
+            splits = _measured({"stage": "make_splits", "dataset": filled, "raw": str(raw), "manifest": str(manifest),
+                                "summary": str(case / "split_summary.csv")}, ROOT)
+            cache = _measured({"stage": "build_cache", "dataset": filled, "manifest": str(manifest),
+                               "out_dir": str(case / "cache"), "threads": threads}, ROOT)
+            repo = make_workflow_copy(case / "workflow", cfg)
+            dry = _measured({"stage": "snakemake_n", "repo": str(repo), "target": "results/tables/auroc.csv"}, repo)
+            images = splits["rows"]
+            results["rows"].append({"source": source, "images": images, "raw_s": made, "make_splits": splits,
+                                    "build_cache": cache, "snakemake_n": dry})
+            print(f"  {source} {images:>7} images: splits {splits['seconds']:.2f} s, cache {cache['seconds']:.2f} s, "
+                  f"snakemake -n {dry['seconds']:.2f} s", flush=True)
+            shutil.rmtree(case, ignore_errors=True)
+    shutil.rmtree(pool_dir, ignore_errors=True)
+    return results
+
+
 # ----------------------------------------------------------------------------------------------- report
 def table(results: dict) -> list[dict]:
     rows = []
@@ -479,8 +723,10 @@ def table(results: dict) -> list[dict]:
             feed["loader_fresh_tensors_ratio"])
         row("CacheBatches, 1 worker thread, empty loop (info)", feed["loader_1_worker_ips"], "img/s",
             feed["loader_1_worker_ratio"])
-        row("CacheBatches with augmentation (info)", feed["loader_augment_ips"], "img/s",
+        row("CacheBatches with augmentation, host path (info)", feed["loader_augment_ips"], "img/s",
             feed["loader_augment_ips"] / bare)
+        row(f"CacheBatches with augmentation, device path on {feed['augment_device']} (info)",
+            feed["loader_augment_device_ips"], "img/s", feed["loader_augment_device_ips"] / feed["loader_augment_ips"])
         step_ms = feed["step_s"] * 1000
         row(f"loop with a {step_ms:g} ms device step, 0 workers (info)", feed["loader_step_0_workers_ips"], "img/s")
         row(f"loop with a {step_ms:g} ms device step, 1 worker (info)", feed["loader_step_1_worker_ips"], "img/s",
@@ -492,6 +738,33 @@ def table(results: dict) -> list[dict]:
             row("  CacheBatches / torchxrayvision", ratio, "x", ratio, ">= 1000 x", ratio >= 1000)
         elif xrv:
             row("torchxrayvision NIH_Dataset: " + xrv["skipped"], None, "")
+    step = results.get("step")
+    if step:
+        for name in ("resnet18", "small_cnn"):
+            r = step[name]
+            row(f"bare training loop, {name}, {step['image_size']} px, batch {r['batch_size']}, {step['threads']} "
+                "threads", r["bare_ips"], "img/s")
+            row(f"  pipeline training loop (train_one_epoch), {name}", r["pipeline_ips"], "img/s", r["ratio"],
+                ">= 0.9 x bare", r["ratio"] >= 0.9)
+    cores = results.get("cores")
+    if cores:
+        row(f"main job, one variant ({cores['variant']}), --cores 1", cores["cores_1_s"], "s")
+        row("  same, --cores 2", cores["cores_2_s"], "s", cores["speedup"], ">= 1.8 x faster", cores["speedup"] >= 1.8)
+    scale = results.get("scale")
+    if scale:
+        for source in dict.fromkeys(r["source"] for r in scale["rows"]):
+            rows_ = [r for r in scale["rows"] if r["source"] == source]
+            small, large = rows_[0], rows_[-1]
+            for stage in ("make_splits", "build_cache"):
+                cost = [r[stage]["seconds"] / r["images"] * 1e6 for r in (small, large)]
+                row(f"{stage}, {source}, {large['images']:,} vs {small['images']:,} images: us/image",
+                    cost[1], "us/img", cost[1] / cost[0], "(info: flat = 1)")
+                growth = [r[stage]["peak_mb"] - r[stage]["baseline_mb"] for r in (small, large)]
+                row(f"  peak memory above the interpreter's, at {large['images']:,} images", growth[1], "MiB",
+                    None, "(info)")
+            row(f"snakemake -n, {source}, {large['images']:,} vs {small['images']:,} images",
+                large["snakemake_n"]["seconds"], "s",
+                large["snakemake_n"]["seconds"] / small["snakemake_n"]["seconds"], "(info: flat = 1)")
     noop = results.get("noop")
     if noop:
         row(f"snakemake -n, {noop['variants']} variants ({noop['outputs']} outputs)", noop["snakemake_n_s"], "s",
@@ -519,6 +792,19 @@ def print_report(results: dict) -> None:
         ratio = "" if r["ratio"] is None else (f"{r['ratio']:.3f}" if r["ratio"] < 10 else f"{r['ratio']:.1f}")
         ok = "" if r["pass"] is None else ("PASS" if r["pass"] else "FAIL")
         print(f"{r['measurement']:<60} {value:>12} {r['unit']:<6} {ratio:>9}  {r['target'] or '':<21} {ok}")
+    scale = results.get("scale")
+    if scale:
+        print(f"\ncost as the data grows (cache at {scale['image_size']} px, {scale['threads']} decoding processes; "
+              "peak = largest process's RSS, MiB; splits and cache: the stage's own call, after the imports)")
+        head = (f"{'source':<14} {'images':>8} | {'splits s':>8} {'us/img':>7} {'peak':>6} | {'cache s':>8} "
+                f"{'us/img':>7} {'peak':>6} {'worker':>6} | {'smk -n s':>8} {'peak':>6}")
+        print(head)
+        print("-" * len(head))
+        for r in scale["rows"]:
+            sp, ca, dr, n = r["make_splits"], r["build_cache"], r["snakemake_n"], r["images"]
+            print(f"{r['source']:<14} {n:>8,} | {sp['seconds']:>8.2f} {sp['seconds'] / n * 1e6:>7.1f} "
+                  f"{sp['peak_mb']:>6.0f} | {ca['seconds']:>8.2f} {ca['seconds'] / n * 1e6:>7.1f} "
+                  f"{ca['peak_mb']:>6.0f} {ca['child_peak_mb']:>6.0f} | {dr['seconds']:>8.2f} {dr['peak_mb']:>6.0f}")
 
 
 def main(argv=None) -> int:
@@ -537,7 +823,16 @@ def main(argv=None) -> int:
     ap.add_argument("--xrv-items", type=int, default=48, help="torchxrayvision items per measurement")
     ap.add_argument("--variants", type=int, default=50, help="variants in the no-op config")
     ap.add_argument("--repeats", type=int, default=3, help="repeats per measurement; the best is kept")
-    ap.add_argument("--only", nargs="+", choices=["preprocess", "feed", "noop"], default=["preprocess", "feed", "noop"])
+    ap.add_argument("--step-batches", type=int, default=12, help="batches per training-loop measurement")
+    ap.add_argument("--step-rounds", type=int, default=3, help="rounds of the training-loop measurement (median ratio)")
+    ap.add_argument("--step-size", type=int, default=96, help="image size of the training-loop measurement "
+                    "(config.yaml's nih_synthetic cache)")
+    ap.add_argument("--scale-sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000],
+                    help="dataset sizes of the data-growth measurement (from 100,000 on, the real metadata adds all 112,120 rows)")
+    ap.add_argument("--scale-image-size", type=int, default=32, help="cache image size of the data-growth "
+                    "measurement (the twin is generated at this size, at least 32 px)")
+    parts = ["preprocess", "feed", "step", "cores", "noop", "scale"]
+    ap.add_argument("--only", nargs="+", choices=parts, default=parts)
     ap.add_argument("--workdir", type=Path, help="keep the scratch files here (default: a temporary directory)")
     ap.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = ap.parse_args(argv)
@@ -570,6 +865,15 @@ def main(argv=None) -> int:
         if "noop" in args.only:
             print(f"no-op workflow with {args.variants} variants ...", flush=True)
             results["noop"] = bench_noop(work, args.variants, args.repeats)
+        if "step" in args.only:
+            print("training step ...", flush=True)
+            results["step"] = bench_step(work, args.feed_threads, args.step_rounds, args.step_size, args.step_batches)
+        if "cores" in args.only:
+            print("core scaling (two runs of the main job) ...", flush=True)
+            results["cores"] = bench_cores(work, "resnet18")
+        if "scale" in args.only:
+            print("cost as the data grows ...", flush=True)
+            results["scale"] = bench_scale(args.data, work, args.scale_sizes, args.scale_image_size, args.cores)
         results["table"] = table(results)
         print_report(results)
         if args.json:
@@ -586,4 +890,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--measure-stage"]:  # one stage of bench_scale, in a fresh interpreter
+        print(json.dumps(measure_stage(json.loads(sys.argv[2]))))
+        sys.exit(0)
     sys.exit(main())

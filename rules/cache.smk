@@ -10,7 +10,7 @@ rule build_cache:
         "results/logs/build_cache/{dataset}.log",
     benchmark:
         "results/benchmarks/build_cache/{dataset}.tsv"
-    threads: config["preprocess_threads"]
+    threads: stage_threads("build_cache")
     resources:
         mem_mb=4000,
     conda:

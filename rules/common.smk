@@ -4,6 +4,7 @@ import json
 import os
 import sys
 
+from xraypipe.cli import resolve_threads
 from xraypipe.config import ConfigError, validate_config
 from xraypipe.code_deps import code_deps
 from xraypipe.writer_lock import RUN_ENV, ResultsBusyError, claim_results, hold_dvc_lock, snakemake_run_id
@@ -73,6 +74,16 @@ def stage_params(name):
     """Input function: the stage's config keys as JSON; Snakemake reruns a job when they change."""
     stage = STAGE[name]
     return lambda wildcards: stage_params_json(config, stage.params, **dict(wildcards.items()))
+
+
+def stage_threads(name):
+    """The job's threads: the stage's thread key (``training.threads``, ``preprocess_threads``); ``auto`` asks for
+    every physical core, which Snakemake caps at --cores (and the Slurm profile's set-threads overrides), so
+    parallel jobs never hold more threads than the cores given."""
+    node = config
+    for part in STAGE[name].threads.split("."):
+        node = node[part]
+    return resolve_threads(node)
 
 
 def stage_shell(name):

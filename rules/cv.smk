@@ -32,7 +32,7 @@ rule train_fold:
         "results/logs/train_fold/{dataset}/{variant}/fold{fold}.log",
     benchmark:
         "results/benchmarks/train_fold/{dataset}/{variant}/fold{fold}.tsv"
-    threads: config["training"]["threads"]
+    threads: stage_threads("train_fold")
     resources:
         mem_mb=8000,
     conda:

@@ -14,7 +14,7 @@ rule train_detector:
         "results/logs/train_detector/{dataset}.log",
     benchmark:
         "results/benchmarks/train_detector/{dataset}.tsv"
-    threads: config["training"]["threads"]
+    threads: stage_threads("train_detector")
     resources:
         mem_mb=4000,
     conda:
@@ -35,7 +35,7 @@ rule detect:
         "results/logs/detect/{dataset}/{variant}.log",
     benchmark:
         "results/benchmarks/detect/{dataset}/{variant}.tsv"
-    threads: 1
+    threads: stage_threads("detect")
     resources:
         mem_mb=4000,
     conda:

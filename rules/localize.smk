@@ -10,7 +10,7 @@ rule localize:
         "results/logs/localize/{dataset}/{variant}.log",
     benchmark:
         "results/benchmarks/localize/{dataset}/{variant}.tsv"
-    threads: 1
+    threads: stage_threads("localize")
     resources:
         mem_mb=4000,
     conda:

@@ -8,7 +8,7 @@ rule predict:
         cfg=stage_params("predict"),
     log:
         "results/logs/predict/{dataset}/{variant}/{split}.log",
-    threads: 1
+    threads: stage_threads("predict")
     resources:
         mem_mb=4000,
     conda:

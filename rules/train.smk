@@ -14,7 +14,7 @@ rule train:
         "results/logs/train/{dataset}/{variant}.log",
     benchmark:
         "results/benchmarks/train/{dataset}/{variant}.tsv"
-    threads: config["training"]["threads"]
+    threads: stage_threads("train")
     resources:
         mem_mb=8000,
     conda:

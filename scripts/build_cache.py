@@ -15,7 +15,7 @@ def main():
     args = p.parse_args()
     config = cli.stage_config(args, "cache", dataset=args.dataset)
     index = stages.build_cache(config["datasets"][args.dataset], args.manifest, args.out_dir,
-                               cli.threads(args, "preprocess_threads"))
+                               cli.threads(args, "build_cache"))
     print(f"cached {len(index)} images into {args.out_dir}")
 
 

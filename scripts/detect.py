@@ -25,7 +25,7 @@ def main():
                   boxes_csv=datasets.box_file(dataset["reader"], args.raw), predictions_csv=args.predictions,
                   thresholds_json=args.thresholds, resize=dataset["preprocess"]["resize"],
                   cfg=config["evaluation"]["localization"], out_dir=args.out_dir,
-                  threads=cli.threads(args), device_preference=config["training"]["device"])
+                  threads=cli.threads(args, "detect"), device_preference=config["training"]["device"])
     print(info)
 
 

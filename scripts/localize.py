@@ -21,7 +21,7 @@ def main():
     info = localize(model_path=args.model, cache_dir=args.cache_dir,
                     boxes_csv=datasets.box_file(dataset["reader"], args.raw), resize=dataset["preprocess"]["resize"],
                     cfg=config["evaluation"]["localization"], out_dir=args.out_dir,
-                    threads=cli.threads(args))
+                    threads=cli.threads(args, "localize"))
     print(info)
 
 

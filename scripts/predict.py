@@ -17,7 +17,7 @@ def main():
     args = p.parse_args()
     config = cli.stage_config(args, "predict")
     predict_split(model_path=args.model, cache_dir=args.cache_dir, split=args.split, out_csv=args.predictions,
-                  threads=cli.threads(args), device_preference=config["training"]["device"])
+                  threads=cli.threads(args, "predict"), device_preference=config["training"]["device"])
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ def main():
 
     relaunch_under_torchrun(training, str(Path(__file__).resolve()), sys.argv[1:])
     train_stage(config["variants"][args.variant], training, args.cache_dir, args.model, args.history,
-                args.checkpoint, threads=cli.threads(args, "training.threads"))
+                args.checkpoint, threads=cli.threads(args, "train"))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ def main():
     info = train_detector(cache_dir=args.cache_dir, boxes_csv=datasets.box_file(dataset["reader"], args.raw),
                           resize=dataset["preprocess"]["resize"], cfg=config["evaluation"]["localization"],
                           out_model=args.model, out_history=args.history,
-                          threads=cli.threads(args),
+                          threads=cli.threads(args, "train_detector"),
                           device_preference=config["training"]["device"])
     print(info)
 

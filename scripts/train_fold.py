@@ -30,7 +30,7 @@ def main():
     relaunch_under_torchrun(training, str(Path(__file__).resolve()), sys.argv[1:])
     train_fold(variant=variant, training=training, cache_dir=args.cache_dir, folds_csv=args.folds, fold=args.fold,
                model_out=args.model, history_out=args.history, metrics_out=args.metrics,
-               checkpoint=args.checkpoint, threads=cli.threads(args, "training.threads"))
+               checkpoint=args.checkpoint, threads=cli.threads(args, "train_fold"))
 
 
 if __name__ == "__main__":

@@ -43,17 +43,41 @@ def stage_config(args, stage: str, **names) -> dict:
     return config if args.config_json is not None else stage_params(config, stage, **names)
 
 
-def threads(args, key: str | None = None) -> int:
-    """``--threads`` (Snakemake passes the job's threads); else (DVC) the config's value at dotted ``key``, e.g.
-    ``training.threads`` (not a tracked key: a job's thread count changes no result), or 1 without a key."""
+def physical_cores() -> int:
+    """The physical cores this process may use (hyper-threads do not speed up the training kernels)."""
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        available = os.cpu_count() or 1
+    try:
+        import psutil
+
+        physical = psutil.cpu_count(logical=False) or available
+    except ImportError:
+        physical = available
+    return max(1, min(available, physical))
+
+
+def resolve_threads(value) -> int:
+    """A thread setting of the config (a number, or ``auto``: every physical core) as a number."""
+    return physical_cores() if value == "auto" else int(value)
+
+
+def threads(args, stage: str) -> int:
+    """``--threads`` (Snakemake passes the threads it granted the job); else (DVC, whose stages run one at a time)
+    the config's value at the stage's thread key (``STAGE[stage].threads``, e.g. ``training.threads``; not a
+    tracked key: a job's thread count changes no result), ``auto`` meaning every physical core."""
+    from xraypipe.workflow import STAGE
+
     if getattr(args, "threads", None):
         return args.threads
-    if args.config is None or key is None:
+    key = STAGE[stage].threads
+    if args.config is None or not key:
         return 1
     node = load_config(args.config)
     for part in key.split("."):
         node = node[part]
-    return int(node)
+    return resolve_threads(node)
 
 
 def run(main, results_dir: str = "results") -> None:

@@ -30,13 +30,17 @@ class CacheBatches:
     kernels release the GIL. The batches are the same as with ``workers=0``: rows and augmentation draws are still
     taken in batch order in the iterating thread (only the pixel work moves), and with ``reuse_buffer`` a ring of
     ``workers + 2`` buffers keeps each batch intact until the next one is drawn.
+
+    ``augment_device`` (a torch device; the training loop passes its CUDA device): augmented batches are copied
+    to it as uint8 (a quarter of the float bytes) and augmented and normalised there, with the same draws, so the
+    CPU only gathers rows. Unaugmented batches keep the compiled host kernel.
     """
 
     def __init__(self, cache_dir: str | Path, split, pathologies, *, batch_size: int, shuffle: bool = False,
                  augment: bool = False, seed: int = 0, pin_memory: bool = False, rank: int = 0, world_size: int = 1,
                  encoding: str = "u_ignore", blank: str = "masked", oversample: bool = False,
                  targets_override=None, augment_args: dict | None = None, normalization=None,
-                 reuse_buffer: bool = False, workers: int = 0):
+                 reuse_buffer: bool = False, workers: int = 0, augment_device=None):
         """``split``: a split name (every row of ``<split>.npy``), or a row selection: a DataFrame with ``split``
         and ``cache_row`` columns naming rows of any splits (e.g. a cross-validation fold of train + val), read
         through the existing memory maps (``CacheRows``), never copied. Rows are then ordered by (split,
@@ -78,6 +82,7 @@ class CacheBatches:
         # (the fixed mean 0.5 / std 0.25)
         self.normalization = Normalization.from_meta(normalization)
         self.normalization.check_size(int(self.images.shape[-1]), what=f"cached images of {cache_dir}")
+        self.augment_device = torch.device(augment_device) if augment_device is not None else None
         self.seed = seed
         self.epoch = 0
         self.pin_memory = pin_memory
@@ -136,8 +141,13 @@ class CacheBatches:
             return self.normalization.apply(self.images, rows=rows, out=out, threads=threads)
         import torch
 
-        batch = np.ascontiguousarray(self.images[rows])
-        x = torch.from_numpy(batch).unsqueeze(1).float().div_(255.0)
+        u8 = torch.from_numpy(np.ascontiguousarray(self.images[rows]))
+        if self.augment_device is not None:
+            if self.pin_memory:
+                u8 = u8.pin_memory()
+            u8 = u8.to(self.augment_device, non_blocking=self.pin_memory)
+            draws = {k: (v.to(self.augment_device) if v is not None else None) for k, v in draws.items()}
+        x = u8.unsqueeze(1).float().div_(255.0)
         return self.normalization.apply_unit(apply_augmentation(x, draws))
 
     def _prepared_ahead(self, epoch_rows, generator):
@@ -195,7 +205,8 @@ class CacheBatches:
             idx = torch.from_numpy(rows)
             y, m = self.targets[idx], self.mask[idx]
             if self.pin_memory:
-                x, y, m = x.pin_memory(), y.pin_memory(), m.pin_memory()
+                y, m = y.pin_memory(), m.pin_memory()
+                x = x if x.device.type != "cpu" else x.pin_memory()  # made on the device already
             yield x, y, m, rows
 
 

@@ -191,8 +191,8 @@ class Normalization:
             std = x.std(dim=(1, 2, 3), keepdim=True, unbiased=False).clamp_min_(STD_FLOOR)
             return x.sub_(mean).div_(std)
         self.check_size(x.shape[-1])
-        mean = torch.as_tensor(self.mean, dtype=torch.float32)
-        std = torch.as_tensor(self.std, dtype=torch.float32)
+        mean = torch.as_tensor(self.mean, dtype=torch.float32, device=x.device)
+        std = torch.as_tensor(self.std, dtype=torch.float32, device=x.device)
         return x.sub_(mean).div_(std)
 
 

@@ -417,7 +417,7 @@ def _set_up_run(dist: _Distributed, *, cache_dir, pathologies: list, variant: di
     classes_per_label = ENCODINGS.get(variant["encoding"]).classes_per_label
     train_batches, val_batches, normalization = _load_batches(
         cache_dir, pathologies, variant, dist, pin=pin, workers=workers, train_targets=train_targets,
-        train_rows=train_rows, val_rows=val_rows)
+        train_rows=train_rows, val_rows=val_rows, augment_device=device if device.type == "cuda" else None)
     model, net = _build_network(variant, len(pathologies) * classes_per_label, device, channels_last, dist)
     head = head_module(model)
     optimizer = _build_optimizer(variant, model.parameters())
@@ -459,8 +459,9 @@ def _device_settings(training: dict, dist: _Distributed):
 
 
 def _load_batches(cache_dir, pathologies: list, variant: dict, dist: _Distributed, *, pin: bool, workers: int,
-                  train_targets, train_rows, val_rows):
-    """(training batches: shuffled, augmented, this rank's share; validation batches; input normalization)."""
+                  train_targets, train_rows, val_rows, augment_device=None):
+    """(training batches: shuffled, augmented (on ``augment_device``: the CUDA device), this rank's share;
+    validation batches; input normalization)."""
     train_split = train_rows if train_rows is not None else "train"
     val_split = val_rows if val_rows is not None else "val"
     # input standardisation (variants.<v>.normalization); per_pixel reads the statistics beside the cache
@@ -470,7 +471,8 @@ def _load_batches(cache_dir, pathologies: list, variant: dict, dist: _Distribute
                                  rank=dist.rank, world_size=dist.world_size, encoding=variant["encoding"],
                                  blank=variant["blank"], oversample=variant["oversample"],
                                  targets_override=train_targets, augment_args=variant["augment_args"],
-                                 normalization=normalization, reuse_buffer=True, workers=workers)
+                                 normalization=normalization, reuse_buffer=True, workers=workers,
+                                 augment_device=augment_device)
     # reuse_buffer: the loops consume each batch before drawing the next (see CacheBatches)
     val_batches = CacheBatches(cache_dir, val_split, pathologies, batch_size=max(64, variant["batch_size"]),
                                pin_memory=pin, normalization=normalization, reuse_buffer=True, workers=workers)

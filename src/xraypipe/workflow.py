@@ -190,7 +190,7 @@ class Stage:
     outputs: dict = field(default_factory=dict)
     paths: dict = field(default_factory=dict)  # untracked path arguments (a directory, a checkpoint): PATHS keys
     args: tuple = ()  # wildcards passed to the script as --<wildcard>
-    threads: bool = False  # the script takes --threads
+    threads: str = ""  # config key of the job's thread count (the script takes --threads); "": one thread
     variant_source: str = "variant"  # MATRIX key of the variant wildcard (cv stages: cv_variant)
     split_values: tuple = ()  # the split wildcard's values (predict)
 
@@ -227,7 +227,7 @@ STAGES = [
           inputs={"manifest": _file("manifest")},
           outputs={"arrays": _out("cache_array", flag=False, split=["train", "val", "test"]),
                    "index": _out("cache_index", flag=False), "skipped": _out("cache_skipped", flag=False)},
-          paths={"out_dir": "cache_dir"}, args=("dataset",), threads=True),
+          paths={"out_dir": "cache_dir"}, args=("dataset",), threads="preprocess_threads"),
     Stage("pixel_stats", "scripts/pixel_stats.py", "pixel_stats", ("dataset",),
           inputs={"array": _file("cache_array", False, split="train"), "index": _file("cache_index", False)},
           outputs={"stats": _out("pixel_stats")}, paths={"cache_dir": "cache_dir"}),
@@ -237,11 +237,11 @@ STAGES = [
           outputs={"model": _out("model"),
                    # cached (results/ is git-ignored): DVC keeps every revision's copy for `dvc plots diff`
                    "history": _out("history", kind="plots", plot=(("x", "epoch"), ("y", "val_mean_auroc")))},
-          paths={"cache_dir": "cache_dir", "checkpoint": "checkpoint"}, args=("variant",), threads=True),
+          paths={"cache_dir": "cache_dir", "checkpoint": "checkpoint"}, args=("variant",), threads="training.threads"),
     Stage("predict", "scripts/predict.py", "predict", ("dataset", "variant", "split"),
           inputs={"model": _file("model"), "array": _file("cache_array", False), "index": _file("cache_index", False)},
           outputs={"predictions": _out("predictions")}, paths={"cache_dir": "cache_dir"}, args=("split",),
-          threads=True, split_values=("val", "test")),
+          threads="training.threads", split_values=("val", "test")),
     Stage("evaluate", "scripts/evaluate.py", "evaluate", ("dataset", "variant"),
           inputs={"test_predictions": _file("predictions", split="test"),
                   "val_predictions": _file("predictions", split="val")},
@@ -254,12 +254,12 @@ STAGES = [
                    "scored": _out("loc_scored", cache=False, flag=False),
                    "detected": _out("loc_detected", cache=False, flag=False),
                    "heatmaps": _out("loc_heatmaps", flag=False), "info": _out("loc_info", cache=False, flag=False)},
-          paths={"cache_dir": "cache_dir", "out_dir": "loc_dir"}, args=("dataset",), threads=True),
+          paths={"cache_dir": "cache_dir", "out_dir": "loc_dir"}, args=("dataset",), threads="training.threads"),
     Stage("train_detector", "scripts/train_detector.py", "train_detector", ("dataset",),
           inputs={"arrays": _file("cache_array", False, split=["train", "val", "test"]),
                   "index": _file("cache_index", False), "raw": _file("raw")},
           outputs={"model": _out("detector_model"), "history": _out("detector_history", cache=False)},
-          paths={"cache_dir": "cache_dir"}, args=("dataset",), threads=True),
+          paths={"cache_dir": "cache_dir"}, args=("dataset",), threads="training.threads"),
     Stage("detect", "scripts/detect.py", "detect", ("dataset", "variant"),
           inputs={"detector": _file("detector_model"), "predictions": _file("predictions", split="test"),
                   "thresholds": _file("thresholds"), "array": _file("cache_array", False, split="test"),
@@ -268,7 +268,7 @@ STAGES = [
                    "scored": _out("det_scored", cache=False, flag=False),
                    "detected": _out("det_detected", cache=False, flag=False),
                    "split": _out("det_split", cache=False, flag=False), "info": _out("det_info", cache=False, flag=False)},
-          paths={"cache_dir": "cache_dir", "out_dir": "det_dir"}, args=("dataset",), threads=True),
+          paths={"cache_dir": "cache_dir", "out_dir": "det_dir"}, args=("dataset",), threads="training.threads"),
     Stage("auroc_table", "scripts/auroc_table.py", "table",
           inputs={"metrics": _gather("metrics", "results/metrics")}, outputs=TABLE_OUTS("auroc")),
     Stage("classification_table", "scripts/classification_table.py", "table",
@@ -307,7 +307,7 @@ STAGES = [
                   "folds": _file("cv_folds"), "stats": _file("pixel_stats", False)},
           outputs={"model": _out("cv_model"), "history": _out("cv_history", cache=False),
                    "metrics": _out("cv_metrics", kind="metrics")},
-          paths={"cache_dir": "cache_dir", "checkpoint": "cv_checkpoint"}, args=("variant", "fold"), threads=True,
+          paths={"cache_dir": "cache_dir", "checkpoint": "cv_checkpoint"}, args=("variant", "fold"), threads="training.threads",
           variant_source="cv_variant"),
     Stage("cv_table", "scripts/cv_table.py", "cv_table", ("variant",),
           inputs={"metrics": _gather("cv_metrics", "results/cv")},
