@@ -568,10 +568,23 @@ def _peak_mb(who) -> float:
     return resource.getrusage(who).ru_maxrss / 1024  # Linux: KiB
 
 
+def _own_peak_mb() -> float:
+    """This process's peak RSS (VmHWM). Not getrusage: on Linux a fork + exec'd child's ru_maxrss starts from its
+    parent's (the benchmark's own, over 1 GB after the training measurements)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return _peak_mb(resource.RUSAGE_SELF)
+
+
 def measure_stage(request: dict) -> dict:
     """Run in a fresh interpreter (``speed.py --measure-stage JSON``): one data stage's own call, timed from after
     the imports, with the process's peak RSS before (``baseline_mb``: interpreter and libraries) and after it, and
-    the largest child's (the cache's decoding processes, or the snakemake process)."""
+    the largest child's (the cache's decoding processes, or the snakemake process). A decoding process's figure
+    includes the pages of the output memory map it wrote (file-backed page cache, at most the cache's size)."""
     stage = request["stage"]
     if stage == "snakemake_n":
         start = time.perf_counter()
@@ -580,11 +593,11 @@ def measure_stage(request: dict) -> dict:
         wall = time.perf_counter() - start
         if proc.returncode != 0:
             raise BenchError(f"snakemake -n failed in {request['repo']}:\n{proc.stderr[-3000:]}")
-        return {"seconds": wall, "baseline_mb": _peak_mb(resource.RUSAGE_SELF),
-                "peak_mb": _peak_mb(resource.RUSAGE_CHILDREN), "child_peak_mb": _peak_mb(resource.RUSAGE_CHILDREN)}
+        return {"seconds": wall, "baseline_mb": 0.0, "peak_mb": _peak_mb(resource.RUSAGE_CHILDREN),
+                "child_peak_mb": _peak_mb(resource.RUSAGE_CHILDREN)}
     from xraypipe import stages
 
-    baseline = _peak_mb(resource.RUSAGE_SELF)
+    baseline = _own_peak_mb()
     start = time.perf_counter()
     if stage == "make_splits":
         rows = len(stages.make_splits(request["dataset"], request["raw"], request["manifest"], request["summary"]))
@@ -594,7 +607,7 @@ def measure_stage(request: dict) -> dict:
     else:
         raise BenchError(f"unknown stage {stage!r}")
     return {"seconds": time.perf_counter() - start, "rows": rows, "baseline_mb": baseline,
-            "peak_mb": _peak_mb(resource.RUSAGE_SELF), "child_peak_mb": _peak_mb(resource.RUSAGE_CHILDREN)}
+            "peak_mb": _own_peak_mb(), "child_peak_mb": _peak_mb(resource.RUSAGE_CHILDREN)}
 
 
 def _measured(request: dict, cwd: Path) -> dict:
@@ -759,9 +772,9 @@ def table(results: dict) -> list[dict]:
                 cost = [r[stage]["seconds"] / r["images"] * 1e6 for r in (small, large)]
                 row(f"{stage}, {source}, {large['images']:,} vs {small['images']:,} images: us/image",
                     cost[1], "us/img", cost[1] / cost[0], "(info: flat = 1)")
-                growth = [r[stage]["peak_mb"] - r[stage]["baseline_mb"] for r in (small, large)]
-                row(f"  peak memory above the interpreter's, at {large['images']:,} images", growth[1], "MiB",
-                    None, "(info)")
+                growth = large[stage]["peak_mb"] - large[stage]["baseline_mb"]
+                row(f"  peak memory above the interpreter's at {large['images']:,} images, per image",
+                    growth * 1024 / large["images"], "KiB", None, f"(info: {growth:.0f} MiB in all)")
             row(f"snakemake -n, {source}, {large['images']:,} vs {small['images']:,} images",
                 large["snakemake_n"]["seconds"], "s",
                 large["snakemake_n"]["seconds"] / small["snakemake_n"]["seconds"], "(info: flat = 1)")
@@ -788,14 +801,15 @@ def print_report(results: dict) -> None:
     print(header)
     print("-" * len(header))
     for r in results["table"]:
-        value = "" if r["value"] is None else (f"{r['value']:.2f}" if r["unit"] in ("s", "cores") else f"{r['value']:.1f}")
+        value = "" if r["value"] is None else (f"{r['value']:.2f}" if r["unit"] in ("s", "cores", "KiB") else f"{r['value']:.1f}")
         ratio = "" if r["ratio"] is None else (f"{r['ratio']:.3f}" if r["ratio"] < 10 else f"{r['ratio']:.1f}")
         ok = "" if r["pass"] is None else ("PASS" if r["pass"] else "FAIL")
         print(f"{r['measurement']:<60} {value:>12} {r['unit']:<6} {ratio:>9}  {r['target'] or '':<21} {ok}")
     scale = results.get("scale")
     if scale:
         print(f"\ncost as the data grows (cache at {scale['image_size']} px, {scale['threads']} decoding processes; "
-              "peak = largest process's RSS, MiB; splits and cache: the stage's own call, after the imports)")
+              "peak: the stage process's peak RSS in MiB, interpreter and libraries included; worker: the largest "
+              "decoding process's, with the output pages it wrote; splits and cache timed after the imports)")
         head = (f"{'source':<14} {'images':>8} | {'splits s':>8} {'us/img':>7} {'peak':>6} | {'cache s':>8} "
                 f"{'us/img':>7} {'peak':>6} {'worker':>6} | {'smk -n s':>8} {'peak':>6}")
         print(head)

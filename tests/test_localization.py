@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from xraypipe.boxes import false_positives, iobb, iou, map_box, score_boxes, summarise
+from xraypipe.boxes import false_positives, heuristic_box_sizes, iobb, iou, map_box, score_boxes, summarise
 from xraypipe.localization import cam_layers, heatmaps, heuristic_box, threshold_boxes
 from xraypipe.models import build_model
 from xraypipe.preprocess import load_image
@@ -59,6 +59,43 @@ def test_threshold_boxes_two_components():
     assert boxes[0]["peak"] == 1.0 and boxes[1]["mean_heat"] == pytest.approx(0.6)
     assert len(threshold_boxes(heat, 0.5, max_boxes=1)) == 1
     assert threshold_boxes(np.zeros((5, 5)), 0.5) == []
+
+
+def test_heuristic_as_the_study_writes_it_on_a_hand_made_map():
+    # four regions above 0.5 x max: A 8x8 at 0.6 (the mean size), C 9x9 at 0.55, B 2x2 at 1.0 (the hottest),
+    # D a 30x2 strip at 0.7
+    heat = np.zeros((64, 64), np.float32)
+    heat[2:10, 2:10] = 0.6      # A: x 2, y 2
+    heat[40:49, 40:49] = 0.55   # C: x 40, y 40
+    heat[20:22, 50:52] = 1.0    # B: x 50, y 20
+    heat[60:62, 10:40] = 0.7    # D: x 10, y 60
+    box = lambda found: tuple(found[0][k] for k in ("x", "y", "w", "h"))  # noqa: E731
+    # the 2 closest in size to 8x8 are A (distance 0) and C (2 log 9/8); A is hotter
+    assert box(heuristic_box(heat, (8.0, 8.0), keep=2)) == (2, 2, 8, 8)
+    # with 3 candidates, D (|log 30/8| + |log 2/8| = 2.71) comes before B (2 log 4 = 2.77) and, at 0.7, wins
+    assert box(heuristic_box(heat, (8.0, 8.0), keep=3)) == (10, 60, 30, 2)
+    # 4 candidates: B joins and is the hottest
+    assert box(heuristic_box(heat, (8.0, 8.0), keep=4)) == (50, 20, 2, 2)
+    # no synthetic mean-size box: whatever the mean size, the answer is one of the regions' own boxes
+    regions = {(2, 2, 8, 8), (40, 40, 9, 9), (50, 20, 2, 2), (10, 60, 30, 2)}
+    for size in ((3.0, 3.0), (20.0, 5.0), (64.0, 64.0)):
+        assert box(heuristic_box(heat, size, keep=1)) in regions
+    # closest to 9x9 is C; a maximum area of 70/4096 of the map drops C (81 px), leaving A the closest
+    assert box(heuristic_box(heat, (9.0, 9.0), keep=1)) == (40, 40, 9, 9)
+    assert box(heuristic_box(heat, (9.0, 9.0), keep=1, max_area=70 / 4096)) == (2, 2, 8, 8)
+    # a higher threshold (0.65 x max) leaves only B and D
+    assert box(heuristic_box(heat, (8.0, 8.0), threshold=0.65, keep=5)) == (50, 20, 2, 2)
+    assert heuristic_box(np.zeros((8, 8)), (2.0, 2.0)) == []
+
+
+def test_heuristic_mean_sizes_come_from_training_boxes_only():
+    train = pd.DataFrame({"finding": ["Mass", "Mass", "Nodule"], "w": [10.0, 20.0, 4.0], "h": [10.0, 30.0, 6.0]})
+    sizes, sources = heuristic_box_sizes(train, ["Mass", "Nodule", "Effusion"], image_size=96)
+    assert sizes["Mass"] == (15.0, 20.0) and sizes["Nodule"] == (4.0, 6.0)
+    # no training box of the finding: the mean of all training boxes, never the scored boxes (not even passed in)
+    assert sizes["Effusion"] == pytest.approx((34 / 3, 46 / 3)) and sources["Effusion"] == "all training boxes"
+    sizes, sources = heuristic_box_sizes(train.iloc[:0], ["Mass"], image_size=96)
+    assert sizes["Mass"] == (24.0, 24.0) and "no training boxes" in sources["Mass"]
 
 
 def test_heuristic_prefers_the_mean_size_and_the_hot_candidate():

@@ -44,6 +44,63 @@ def test_wcel_hand_worked_example():
     assert float(loss(logits, targets, mask)) == pytest.approx(expected, rel=1e-6)
 
 
+def _bce_terms(logits, targets):
+    sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+    return [[-math.log(sig(z)) if t else -math.log(1 - sig(z)) for z, t in zip(zr, tr)]
+            for zr, tr in zip(logits.tolist(), targets.tolist())]
+
+
+def test_wcel_counts_the_whole_batch_label_matrix_as_in_eq_1():
+    # 4 images x 2 labels, 3 ones and 5 zeros in the matrix: beta_P = 8/3, beta_N = 8/5 for every entry (batch);
+    # per label: column 0 has 1 one / 3 zeros (4, 4/3), column 1 has 2 / 2 (2, 2)
+    logits = torch.tensor([[2.0, 1.0], [0.0, 0.5], [-1.0, -2.0], [1.0, 0.0]])
+    targets = torch.tensor([[1.0, 1.0], [0.0, 1.0], [0.0, 0.0], [0.0, 0.0]])
+    mask = torch.ones(4, 2)
+    terms = _bce_terms(logits, targets)
+
+    def expected(beta):  # beta(column, target) -> weight
+        return sum(beta(c, targets[i, c].item()) * terms[i][c] for i in range(4) for c in range(2)) / 8
+
+    batch = expected(lambda c, t: 8 / 3 if t else 8 / 5)
+    per_label = expected(lambda c, t: ((4, 2)[c] if t else (4 / 3, 2)[c]))
+    assert float(build_loss("wcel")(logits, targets, mask)) == pytest.approx(batch, rel=1e-6)
+    assert float(build_loss("wcel", counting="per_label")(logits, targets, mask)) == pytest.approx(per_label, rel=1e-6)
+    assert batch != pytest.approx(per_label, rel=1e-3)
+    # a masked entry is neither counted nor scored: masking image 1's label 1 (a one) leaves 2 ones and 5 zeros
+    mask[1, 1] = 0
+    masked = sum((7 / 2 if targets[i, c] else 7 / 5) * terms[i][c]
+                 for i in range(4) for c in range(2) if mask[i, c]) / 7
+    assert float(build_loss("wcel")(logits, targets, mask)) == pytest.approx(masked, rel=1e-6)
+
+
+def test_wcel_weight_ratio_with_one_positive_in_a_batch_of_32():
+    # the ratio beta_P / beta_N is the ratio of the gradients at logit 0: exact counts give 31/1 = 31; counts
+    # smoothed by 1 (eps=1) give (32/2) / (32/32) = 16
+    targets = torch.zeros(32, 1)
+    targets[0] = 1.0
+
+    def ratio(**kwargs):
+        logits = torch.zeros(32, 1, requires_grad=True)
+        build_loss("wcel", **kwargs)(logits, targets, torch.ones(32, 1)).backward()
+        return float(-logits.grad[0, 0] / logits.grad[1, 0])
+
+    assert ratio() == pytest.approx(31.0, rel=1e-5)
+    assert ratio(counting="per_label") == pytest.approx(31.0, rel=1e-5)
+    assert ratio(counting="per_label", eps=1.0) == pytest.approx(16.0, rel=1e-5)
+
+
+def test_wcel_batch_without_positives_is_finite_and_bad_options_are_refused():
+    logits, targets, mask = _batch(seed=1, n=8)
+    value = build_loss("wcel", counting="per_label")(logits, torch.zeros_like(targets), mask)
+    assert math.isfinite(float(value))
+    # no positives at all: beta_N = 1, plain BCE
+    assert float(value) == pytest.approx(float(build_loss("bce")(logits, torch.zeros_like(targets), mask)), rel=1e-6)
+    with pytest.raises(ValueError, match="counting must be one of"):
+        build_loss("wcel", counting="label")
+    with pytest.raises(ValueError, match="eps must be >= 0"):
+        build_loss("wcel", eps=-1.0)
+
+
 def test_wcel_balances_positives_and_negatives():
     logits, targets, mask = _batch(seed=3, n=200)
     loss = build_loss("wcel", eps=0.0)
@@ -58,7 +115,7 @@ def test_wcel_balances_positives_and_negatives():
     assert float(loss(rare_miss, targets, mask)) > 0.5 * float(loss(common_miss, targets, mask))
 
 
-def test_class_weights_of_seed_001():
+def test_class_weights_of_the_mura_study():
     pos, neg = np.array([10.0, 50.0]), np.array([90.0, 50.0])
     loss = build_loss("class_weighted_bce", pos_counts=pos, neg_counts=neg, fp_bias=5.0)
     w_pos, w_neg = loss.weights

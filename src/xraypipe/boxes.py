@@ -114,6 +114,23 @@ def mean_box_sizes(boxes: pd.DataFrame, findings) -> dict:
     return {f: (float(g["w"].mean()), float(g["h"].mean())) for f, g in boxes.groupby("finding") if f in findings}
 
 
+def heuristic_box_sizes(train_boxes: pd.DataFrame, findings, image_size: int) -> tuple[dict, dict]:
+    """The mean box size per finding for the NIH localization study's heuristic, from the detector-training boxes
+    only (a scored box never sets it). A finding without training boxes takes the mean of all training boxes;
+    with no training boxes at all, a square of a quarter of the image side. Returns (finding -> (w, h),
+    finding -> where the size came from)."""
+    sizes = mean_box_sizes(train_boxes, findings)
+    sources = {f: "training boxes of the finding" for f in sizes}
+    if len(train_boxes):
+        fallback, source = (float(train_boxes["w"].mean()), float(train_boxes["h"].mean())), "all training boxes"
+    else:
+        fallback, source = (image_size / 4,) * 2, "quarter of the image side (no training boxes)"
+    for f in findings:
+        if f not in sizes:
+            sizes[f], sources[f] = fallback, source
+    return sizes, sources
+
+
 def load_boxes(boxes_csv, index: pd.DataFrame, image_size: int, resize: str, findings) -> pd.DataFrame:
     """The dataset's ground-truth boxes in the cache frame (empty when the dataset has no box file)."""
     from xraypipe.datasets.nih import read_nih_boxes

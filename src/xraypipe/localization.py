@@ -4,8 +4,8 @@
   convolutional model, and CAM (Zhou et al. 2016) for global-average-pool + linear heads as a small ``BaseCAM``
   subclass whose channel weights are the linear layer's row for the class (no gradients needed).
 - Boxes: threshold the heatmap (a fraction of its maximum) and take the bounding boxes of the connected
-  components (``scipy.ndimage``); or the NIH localization study's heuristic: among candidate boxes, keep the 5 whose size is
-  closest to the finding's mean training box size and pick the one with the highest mean heat.
+  components (``scipy.ndimage``); or the NIH localization study's heuristic: of those boxes, the 5 closest in
+  size to the finding's mean detector-training box, then the one with the highest mean heat.
 - Scores (Wang et al., CVPR 2017, "ChestX-ray8"): IoBB = area(detected ∩ ground truth) / area(detected);
   a ground-truth box is hit at T when some detected box of the same finding has IoBB > T; AFP = the average
   number of detected boxes per image that hit no ground-truth box of their finding.
@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from xraypipe.boxes import (IOBB_THRESHOLDS, boxed_findings, false_positives, mean_box_sizes, score_boxes,
+from xraypipe.boxes import (IOBB_THRESHOLDS, boxed_findings, false_positives, heuristic_box_sizes, score_boxes,
                             scoring_split, summarise)
 
 HEATMAP_METHODS = ("gradcam", "cam")
@@ -158,31 +158,19 @@ def _box_dict(heat, x, y, w, h, peak=None) -> dict:
             "peak": float(inside.max()) if peak is None and inside.size else float(peak or 0.0), "mean_heat": mean}
 
 
-def heuristic_box(heat: np.ndarray, mean_size: tuple[float, float], levels=(0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
-                  keep: int = 5) -> list[dict]:
-    """The NIH localization study's heuristic: one box per heatmap.
+def heuristic_box(heat: np.ndarray, mean_size: tuple[float, float], threshold: float = 0.5,
+                  max_area: float = 1.0, keep: int = 5) -> list[dict]:
+    """The NIH localization study's heuristic, as it describes it: one box per heatmap.
 
-    Candidates: the connected-component boxes of the heatmap thresholded at each of ``levels`` (fractions of
-    its maximum), and a box of the finding's mean training size centred on each component's heat-weighted
-    centre. Keep the ``keep`` candidates whose size is closest to ``mean_size`` (w, h; distance
-    |log w/w̄| + |log h/h̄|) and return the one with the highest mean heat inside.
+    The candidates are the boxes around the connected regions of the heatmap above ``threshold`` (a fraction of
+    its maximum: the study's threshold on the map scaled to 0-255), without those covering more than
+    ``max_area`` of the map. Of the ``keep`` candidates closest in size to the finding's mean box (``mean_size``
+    = (w, h); distance |log w/w̄| + |log h/h̄|), the one with the highest mean heat inside is returned.
     """
     heat = np.asarray(heat, dtype=np.float32)
     mw, mh = (max(1e-6, float(v)) for v in mean_size)
-    size_y, size_x = heat.shape
-    candidates = []
-    for level in levels:
-        for b in threshold_boxes(heat, level, max_boxes=None):
-            candidates.append(b)
-            # the mean-size box centred on the component's heat-weighted centre
-            y0, x0 = int(b["y"]), int(b["x"])
-            patch = heat[y0:y0 + int(b["h"]), x0:x0 + int(b["w"])]
-            cy, cx = ndimage.center_of_mass(patch) if patch.sum() > 0 else (b["h"] / 2, b["w"] / 2)
-            cx, cy = x0 + cx + 0.5, y0 + cy + 0.5
-            w, h = min(mw, size_x), min(mh, size_y)
-            x = float(np.clip(cx - w / 2, 0, size_x - w))
-            y = float(np.clip(cy - h / 2, 0, size_y - h))
-            candidates.append(_box_dict(heat, x, y, w, h))
+    limit = max_area * heat.size
+    candidates = [b for b in threshold_boxes(heat, threshold, max_boxes=None) if b["w"] * b["h"] <= limit]
     if not candidates:
         return []
     distance = [abs(math.log(max(c["w"], 1e-6) / mw)) + abs(math.log(max(c["h"], 1e-6) / mh)) for c in candidates]
@@ -231,21 +219,13 @@ def localize(*, model_path, cache_dir, boxes_csv, resize: str, cfg: dict, out_di
     # the split over all the dataset's boxed findings, exactly as train_detector/detect compute it
     boxes, counts = scoring_split(boxes_csv, index, meta["image_size"], resize, boxed_findings(index), cfg)
     truth = boxes[boxes["finding"].isin(findings)].drop(columns=["patient_id"])
-    # the heuristic's mean box size: the detector-training boxes (never the scored ones); a finding without any
-    # falls back to the other scored images' boxes (leave-one-image-out, so an image's own box size is never used)
+    # the heuristic's mean box size: the detector-training boxes, never the scored ones (heuristic_box_sizes)
     train_boxes = truth[truth["role"] == "detector_train"]
     test_boxes = truth[truth["role"] == "scoring"].sort_values(["cache_row", "finding"]).reset_index(drop=True)
     images_kept = test_boxes["cache_row"].drop_duplicates().tolist()
     pairs = test_boxes[["image_id", "cache_row", "finding"]].drop_duplicates().reset_index(drop=True)
-    sizes = mean_box_sizes(train_boxes, findings)
-
-    def size_for(finding, image_id):
-        if finding in sizes:
-            return sizes[finding]
-        others = truth[(truth["finding"] == finding) & (truth["image_id"] != image_id)]
-        if len(others):
-            return float(others["w"].mean()), float(others["h"].mean())
-        return (meta["image_size"] / 4,) * 2
+    sizes, size_sources = heuristic_box_sizes(train_boxes, findings, meta["image_size"])
+    heuristic = cfg["heuristic"]
 
     cached = load_cache_split(cache_dir, "test")
     maps = heatmaps(model, cached[pairs["cache_row"].to_numpy(int)] if len(pairs) else np.zeros((0, 1, 1), np.uint8),
@@ -255,7 +235,8 @@ def localize(*, model_path, cache_dir, boxes_csv, resize: str, cfg: dict, out_di
     for k, pair in enumerate(pairs.itertuples(index=False)):
         for name in BOX_METHODS:
             if name == "heuristic":
-                found = heuristic_box(maps[k], size_for(pair.finding, pair.image_id))
+                found = heuristic_box(maps[k], sizes[pair.finding], threshold=float(heuristic["threshold"]),
+                                      max_area=float(heuristic["max_box_area"]), keep=int(heuristic["candidates"]))
             else:
                 found = threshold_boxes(maps[k], float(cfg["heat_threshold"]), int(cfg["max_boxes"]))
             for rank, b in enumerate(found):
@@ -288,6 +269,8 @@ def localize(*, model_path, cache_dir, boxes_csv, resize: str, cfg: dict, out_di
                                 finding=pairs["finding"].to_numpy(str)[chosen])
     info = {"n_images": len(images_kept), "n_boxes": int(len(test_boxes)), "n_pairs": int(len(pairs)),
             "method": method, "box_method": box_method, "box_methods": list(BOX_METHODS),
-            "findings": findings, "image_size": meta["image_size"], "resize": resize, "box_split": counts}
+            "findings": findings, "image_size": meta["image_size"], "resize": resize, "box_split": counts,
+            "heuristic_mean_box_size": {f: {"w": sizes[f][0], "h": sizes[f][1], "from": size_sources[f]}
+                                        for f in findings}}
     write_json(out_dir / "info.json", info)
     return {k: v for k, v in info.items() if k != "box_split"}

@@ -33,21 +33,37 @@ def masked_bce(**_):
 LOSSES.register("masked_bce")(masked_bce)
 
 
+WCEL_COUNTING = ("batch", "per_label")
+
+
 @LOSSES.register("wcel")
-def weighted_cross_entropy(eps: float = 1.0, **_):
-    """W-CEL of Wang et al. 2017 (the ChestX-ray8 study), weights recomputed for every batch and label:
-    beta_P = (|P| + |N|) / |P| on positives, beta_N = (|P| + |N|) / |N| on negatives, counted over the
-    batch's known entries. ``eps`` is added to the counts so a batch without positives (or negatives) of a
-    label gives a finite weight (its terms are absent anyway)."""
+def weighted_cross_entropy(counting: str = "batch", eps: float = 0.0, **_):
+    """W-CEL of Wang et al. 2017 (the ChestX-ray8 study, Eq. 1), weights recomputed for every batch:
+    beta_P = (|P| + |N|) / |P| on positives, beta_N = (|P| + |N|) / |N| on negatives.
+
+    ``counting``: ``batch`` (the study: |P| and |N| are the numbers of 1s and 0s in the batch's whole label
+    matrix) or ``per_label`` (one pair of weights per label column). Only known entries (``mask``) count.
+    ``eps`` (default 0, the study's exact counts) is added to |P| and |N| to smooth the weights; without it a
+    class absent from the batch gets a finite weight anyway, on terms that do not exist. The loss is averaged
+    over the known entries: Eq. 1's per-image sum over labels divided by the number of labels, a constant
+    factor (Adam's steps do not depend on it)."""
     import torch.nn.functional as F
+
+    if counting not in WCEL_COUNTING:
+        raise ValueError(f"wcel: loss_args.counting must be one of {list(WCEL_COUNTING)}, not {counting!r}")
+    if eps < 0:
+        raise ValueError(f"wcel: loss_args.eps must be >= 0, not {eps!r}")
+    dims = None if counting == "batch" else 0
 
     def loss(logits, targets, mask):
         logits = logits.float()
-        pos = (targets * mask).sum(dim=0)
-        neg = ((1 - targets) * mask).sum(dim=0)
+        known_pos, known_neg = targets * mask, (1 - targets) * mask
+        pos = known_pos.sum() if dims is None else known_pos.sum(dim=dims)
+        neg = known_neg.sum() if dims is None else known_neg.sum(dim=dims)
         total = pos + neg
-        beta_p = total / (pos + eps) if eps else total / pos.clamp_min(1e-12)
-        beta_n = total / (neg + eps) if eps else total / neg.clamp_min(1e-12)
+        # an empty class: any finite weight (clamp), since none of its terms is in the sum
+        beta_p = total / (pos + eps).clamp_min(1e-12)
+        beta_n = total / (neg + eps).clamp_min(1e-12)
         per_entry = (beta_p * targets * -F.logsigmoid(logits)) + (beta_n * (1 - targets) * -F.logsigmoid(-logits))
         return _masked_mean(per_entry, mask)
 

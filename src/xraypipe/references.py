@@ -5,8 +5,9 @@ outside the project at run time).
   Deep Learning", arXiv:1711.05225 (2017), Table 1: per-pathology test AUROC on NIH ChestX-ray14.
 - Wang et al.: X. Wang, Y. Peng, L. Lu, Z. Lu, M. Bagheri, R. M. Summers. "ChestX-ray8: Hospital-scale Chest X-ray
   Database and Benchmarks on Weakly-Supervised Classification and Localization of Common Thorax Diseases",
-  CVPR 2017: classification AUROC (ResNet-50) and localization accuracy, the fraction of ground-truth boxes with
-  IoBB > T, on the 984 boxes of BBox_List_2017.csv.
+  CVPR 2017: localization accuracy, the fraction of ground-truth boxes with IoBB > T, on the 984 boxes of
+  BBox_List_2017.csv. Its 14-label AUROC row here is the one CheXNet's Table 1 quotes (the ChestX-ray14 re-run),
+  not the CVPR paper's own 8-label table, and is labelled so.
 - MURA: P. Rajpurkar, J. Irvin, et al. "MURA: Large Dataset for Abnormality Detection in Musculoskeletal
   Radiographs", arXiv:1712.06957 (2017): DenseNet-169 study-level Cohen's kappa 0.705, AUROC 0.929.
 
@@ -22,7 +23,7 @@ NIH_AUROC = {
         "Nodule": 0.7802, "Pneumonia": 0.7680, "Pneumothorax": 0.8887, "Consolidation": 0.7901, "Edema": 0.8878,
         "Emphysema": 0.9371, "Fibrosis": 0.8047, "Pleural_Thickening": 0.8062, "Hernia": 0.9164,
     },
-    "Wang et al. 2017": {
+    "Wang et al. 2017 (as quoted in CheXNet, Table 1)": {
         "Atelectasis": 0.716, "Cardiomegaly": 0.807, "Effusion": 0.784, "Infiltration": 0.609, "Mass": 0.706,
         "Nodule": 0.671, "Pneumonia": 0.633, "Pneumothorax": 0.806, "Consolidation": 0.708, "Edema": 0.835,
         "Emphysema": 0.815, "Fibrosis": 0.769, "Pleural_Thickening": 0.708, "Hernia": 0.767,
