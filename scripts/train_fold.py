@@ -1,6 +1,6 @@
-"""Stage train_fold: train one variant on all cross-validation folds but one, from a fresh model, and score it on
-the held-out fold (best epoch by its mean AUROC); resumes from its checkpoint if killed; DDP via torchrun when
-training.distributed is enabled."""
+"""Stage train_fold: train one variant on all cross-validation folds but one, from a fresh model (best epoch by
+the mean AUROC of an inner validation split of those folds' patients), and score it on the held-out fold;
+resumes from its checkpoint if killed; DDP via torchrun when training.distributed is enabled."""
 import sys
 from pathlib import Path
 
@@ -30,7 +30,8 @@ def main():
     relaunch_under_torchrun(training, str(Path(__file__).resolve()), sys.argv[1:])
     train_fold(variant=variant, training=training, cache_dir=args.cache_dir, folds_csv=args.folds, fold=args.fold,
                model_out=args.model, history_out=args.history, metrics_out=args.metrics,
-               checkpoint=args.checkpoint, threads=cli.threads(args, "train_fold"))
+               checkpoint=args.checkpoint, inner_val_fraction=config["cross_validation"]["inner_val_fraction"],
+               seed=config["cross_validation"]["seed"], threads=cli.threads(args, "train_fold"))
 
 
 if __name__ == "__main__":

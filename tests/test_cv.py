@@ -165,7 +165,8 @@ def test_fold_errors_name_the_problem(tmp_path):
 def test_config_validation_of_cross_validation():
     cfg = load_tiny_config()
     ok = validate_config({**cfg, "cross_validation": {"variants": ["small_cnn"]}})
-    assert ok["cross_validation"] == {"variants": ["small_cnn"], "folds": [0, 1, 2, 3, 4], "seed": 0}
+    assert ok["cross_validation"] == {"variants": ["small_cnn"], "folds": [0, 1, 2, 3, 4], "seed": 0,
+                                      "inner_val_fraction": 0.15}
     assert validate_config({k: v for k, v in cfg.items() if k != "cross_validation"})["cross_validation"]["variants"] == []
     cases = [({"folds": [0]}, "cross_validation.folds: [0] is too short"),
              ({"folds": [0, 2]}, "cross_validation.folds: must be the fold numbers 0..k-1"),
@@ -249,12 +250,21 @@ def test_each_fold_trains_a_fresh_model_and_scores_its_held_out_fold(tmp_path, m
 
     monkeypatch.setattr(train_module, "build_model", recording_build)
 
+    seen = []  # the rows each training run read (training and model selection)
+    real_train_variant = train_module.train_variant
+
+    def recording_train_variant(**kwargs):
+        seen.append((kwargs["train_rows"].copy(), kwargs["val_rows"].copy()))
+        return real_train_variant(**kwargs)
+
+    monkeypatch.setattr(train_module, "train_variant", recording_train_variant)
+
     def run_fold(fold, checkpoint=None):
         out = tmp_path / f"fold{fold}"
         return train_fold(variant=VARIANT, training=TRAINING, cache_dir=cache, folds_csv=folds_csv, fold=fold,
                           model_out=out / "model.pt", history_out=out / "history.csv",
                           metrics_out=out / "metrics.json", checkpoint=checkpoint or out / "last.pt",
-                          progress=False), out
+                          inner_val_fraction=0.25, seed=0, progress=False), out
 
     m0, out0 = run_fold(0)
     # fold 1 finds a checkpoint left by fold 0 (say, a shared path after a crash): it must not resume from it
@@ -284,8 +294,17 @@ def test_each_fold_trains_a_fresh_model_and_scores_its_held_out_fold(tmp_path, m
         assert saved["fold"] == fold and saved["k"] == 3
         held = folds[folds["fold"] == fold]
         assert saved["n_val_images"] == len(held) and saved["n_val_patients"] == held["patient_id"].nunique()
-        assert saved["n_train_images"] == len(folds) - len(held)
-        assert saved["n_train_patients"] == folds[folds["fold"] != fold]["patient_id"].nunique()
+        # training and model selection read the other folds only: an inner split of their patients picks the epoch
+        fit, inner = seen[fold]
+        key = lambda frame: set(zip(frame["split"], frame["cache_row"]))  # noqa: E731
+        others = folds[folds["fold"] != fold]
+        assert key(fit) | key(inner) == key(others) and not key(fit) & key(inner)
+        assert not (key(fit) | key(inner)) & key(held), "the scored fold was read before scoring"
+        inner_patients = others.merge(inner, on=["split", "cache_row"])["patient_id"]
+        assert inner_patients.nunique() == round(0.25 * others["patient_id"].nunique())
+        assert not set(inner_patients) & set(others.merge(fit, on=["split", "cache_row"])["patient_id"])
+        assert saved["n_train_images"] == len(fit) and saved["n_inner_val_images"] == len(inner)
+        assert saved["n_train_images"] + saved["n_inner_val_images"] == len(folds) - len(held)
         history = pd.read_csv(out / "history.csv")
         assert len(history) == VARIANT["epochs"] == saved["epochs_run"]
         assert saved["best_epoch"] == int(history["val_mean_auroc"].idxmax()) + 1
@@ -302,8 +321,9 @@ def test_each_fold_trains_a_fresh_model_and_scores_its_held_out_fold(tmp_path, m
             expected[p] = roc_auc_score(labels[known, j], probs[known, j])
             assert saved["auroc"][p] == pytest.approx(expected[p], abs=1e-6)
         assert saved["mean_auroc"] == pytest.approx(np.mean(list(expected.values())), abs=1e-6)
-        # held-out mean AUROC = the history's best validation AUROC (no uncertain labels here)
-        assert saved["mean_auroc"] == pytest.approx(history["val_mean_auroc"].max(), abs=1e-6)
+        # the history's validation AUROC is the inner split's, not the scored fold's
+        assert saved["best_val_mean_auroc"] == pytest.approx(history["val_mean_auroc"].max(), abs=1e-6)
+        assert saved["mean_auroc"] != pytest.approx(saved["best_val_mean_auroc"], abs=1e-9)
         assert metrics["mean_auroc"] == saved["mean_auroc"]
 
 
@@ -317,6 +337,7 @@ def test_cv_table_mean_and_sd_match_numpy(tmp_path):
             path.parent.mkdir(exist_ok=True)
             path.write_text(json.dumps({
                 "fold": fold, "k": 4, "n_train_images": int(rng.integers(50, 60)), "n_train_patients": 20,
+                "n_inner_val_images": int(rng.integers(8, 12)), "n_inner_val_patients": 3,
                 "n_val_images": int(rng.integers(10, 20)), "n_val_patients": 6, "best_epoch": int(rng.integers(1, 5)),
                 "mean_auroc": float(rng.random()), "auroc": {"Mass": float(rng.random()),
                                                              "Effusion": float("nan") if fold == 2 else float(rng.random())}}))
@@ -341,6 +362,8 @@ def test_cv_table_mean_and_sd_match_numpy(tmp_path):
     row = next(line for line in text.splitlines() if line.startswith("| a |") and "mean ± sd" in line)
     assert f"**{table.iloc[4]['mean_auroc']:.3f} ± {table.iloc[5]['mean_auroc']:.3f}**" in row
     assert "4-fold" in text and "<table" in html.read_text()
+    header = next(line for line in text.splitlines() if line.startswith("| dataset |"))
+    assert "epoch-selection images (patients)" in header and "n_inner_val" not in header  # a count, not a label
     with pytest.raises(FoldError, match="holds fold 1, expected fold 0"):
         cv_table({("a", "v", 0): files[("a", "small_cnn", 1)]})
     with pytest.raises(FileNotFoundError, match="train_fold rule"):
@@ -376,7 +399,7 @@ def test_snakemake_runs_the_cross_validation(tmp_path):
     assert len(folds) == int(index["split"].isin(["train", "val"]).sum())
     per_fold = table[~table["fold"].isin(["mean", "sd"])]
     assert per_fold["n_val_images"].tolist() == folds["fold"].value_counts().sort_index().tolist()
-    assert (per_fold["n_val_images"] + per_fold["n_train_images"] == len(folds)).all()
+    assert (per_fold["n_val_images"] + per_fold["n_train_images"] + per_fold["n_inner_val_images"] == len(folds)).all()
     assert table.set_index("fold").loc["mean", "mean_auroc"] == pytest.approx(per_fold["mean_auroc"].mean())
     assert (wf / PATHS["cv_markdown"].format(variant="small_cnn")).read_text().count("mean ± sd") == 1
     # nothing else was trained: the k-fold runs do not touch the main train/predict outputs
@@ -399,9 +422,13 @@ def test_snakemake_runs_the_cross_validation(tmp_path):
 
 
 def test_held_out_metrics_use_the_models_input_normalization(tmp_path):
-    """A per-pixel standardised variant is scored on its held-out fold with its own statistics: the held-out mean
-    AUROC equals the best validation AUROC the training loop saw (a fixed-normalisation read would differ)."""
-    from xraypipe.standardize import PIXEL_STATS_NAME, write_pixel_stats
+    """A per-pixel standardised variant is scored on its held-out fold with its own statistics: the held-out AUROCs
+    equal those of the model applied by hand to (u / 255 - mean image) / std image (a fixed-normalisation read
+    would differ)."""
+    from sklearn.metrics import roc_auc_score
+
+    from xraypipe.inference import load_trained_model
+    from xraypipe.standardize import PIXEL_STATS_NAME, STD_FLOOR, load_pixel_stats, write_pixel_stats
 
     cache = make_cache(tmp_path / "cache", seed=5)
     write_pixel_stats(cache, cache / PIXEL_STATS_NAME)
@@ -410,7 +437,19 @@ def test_held_out_metrics_use_the_models_input_normalization(tmp_path):
     out = tmp_path / "fold2"
     metrics = train_fold(variant={**VARIANT, "normalization": "per_pixel"}, training=TRAINING, cache_dir=cache,
                          folds_csv=folds_csv, fold=2, model_out=out / "model.pt", history_out=out / "history.csv",
-                         metrics_out=out / "metrics.json", checkpoint=out / "last.pt", progress=False)
-    history = pd.read_csv(out / "history.csv")
-    assert metrics["mean_auroc"] == pytest.approx(history["val_mean_auroc"].max(), abs=1e-6)
+                         metrics_out=out / "metrics.json", checkpoint=out / "last.pt", inner_val_fraction=0.25,
+                         seed=0, progress=False)
+    stats = load_pixel_stats(cache / PIXEL_STATS_NAME)
+    folds = pd.read_csv(folds_csv, dtype={"patient_id": str})
+    held = folds[folds["fold"] == 2].sort_values(["split", "cache_row"])
+    direct = {s: np.load(cache / f"{s}.npy") for s in ("train", "val")}
+    x = np.stack([direct[s][r] for s, r in zip(held["split"], held["cache_row"])]).astype(np.float64) / 255.0
+    x = (x - stats["mean"]) / np.maximum(stats["std"], STD_FLOOR)
+    model, _ = load_trained_model(out / "model.pt")
+    with torch.no_grad():
+        probs = torch.sigmoid(model(torch.from_numpy(x.astype(np.float32)).unsqueeze(1))).numpy()
+    labels = held.merge(index_of(cache), on=["split", "cache_row"])[PATHOLOGIES].to_numpy()
+    for j, p in enumerate(PATHOLOGIES):
+        known = ~np.isnan(labels[:, j])
+        assert metrics["auroc"][p] == pytest.approx(roc_auc_score(labels[known, j], probs[known, j]), abs=1e-5)
     assert torch.load(out / "model.pt", weights_only=False)["metadata"]["normalization"]["method"] == "per_pixel"

@@ -52,3 +52,56 @@ def test_check_patient_leakage_detects_any_pair():
     m.loc[5, "split"] = "val"
     with pytest.raises(SplitLeakageError, match="patient 1"):
         check_patient_leakage(m, source="x.csv")
+
+
+def test_image_level_split_is_the_chestxray8_protocol_and_leaks_patients():
+    from xraypipe.splits import patients_in_several_splits, split_summary
+
+    m = _manifest(n_patients=100, per_patient=3, official=lambda p: "test" if p < 10 else "train_val")
+    s = assign_splits(m, val_fraction=1 / 9, test_fraction=0.1, seed=0, unit="image")
+    # 80/10/10 of the 300 images, the official lists ignored
+    assert s["split"].value_counts().to_dict() == {"train": 240, "test": 30, "val": 30}
+    assert not (s.loc[s["patient_id"].astype(int) < 10, "split"] == "test").all()
+    # seeded, independent of row order
+    again = assign_splits(m.sample(frac=1.0, random_state=5), val_fraction=1 / 9, test_fraction=0.1, seed=0,
+                          unit="image")
+    assert s.set_index("image_id")["split"].sort_index().equals(again.set_index("image_id")["split"].sort_index())
+    # the leak it exists to measure: patients with images in several splits, counted in the summary
+    shared = patients_in_several_splits(s)
+    assert shared > 0
+    with pytest.raises(SplitLeakageError):
+        check_patient_leakage(s)
+    summary = split_summary(s, ["Mass"], unit="image").set_index("split")
+    # (seed 0: every test patient also has images in train or val)
+    assert summary.loc["test", "patients_shared"] == s.loc[s["split"] == "test", "patient_id"].nunique()
+    assert 0 < summary.loc["train", "patients_shared"] <= shared
+    assert "patients_shared" not in split_summary(assign_splits(m, seed=0), ["Mass"]).columns
+    with pytest.raises(ValueError, match="split unit must be one of"):
+        assign_splits(m, unit="study")
+
+
+def test_image_level_split_runs_through_splits_and_cache_with_a_warning(tmp_path, capsys):
+    from xraypipe.config import validate_config
+    from xraypipe.stages import build_cache, make_splits
+    from xraypipe.synthetic.nih import generate_nih_synthetic
+
+    raw = tmp_path / "raw"
+    generate_nih_synthetic(raw, {"n_patients": 30, "image_size": 32, "follow_ups": [2, 4]})
+
+    def dataset(unit):
+        cfg = {"experiment": {"datasets": ["d"], "variants": ["v"]}, "variants": {"v": {"model": "small_cnn"}},
+               "datasets": {"d": {"reader": "nih", "source": "local", "root": str(raw),
+                                  "split": {"unit": unit, "use_official": False, "test_fraction": 0.1,
+                                            "val_fraction": 1 / 9},
+                                  "preprocess": {"image_size": 32}}}}
+        return validate_config(cfg)["datasets"]["d"]
+
+    manifest = make_splits(dataset("image"), raw, tmp_path / "m.csv", tmp_path / "s.csv")
+    err = capsys.readouterr().err
+    assert "WARNING" in err and "split.unit is 'image'" in err and "optimistic" in err
+    assert pd.read_csv(tmp_path / "s.csv")["patients_shared"].sum() > 0
+    index = build_cache(dataset("image"), tmp_path / "m.csv", tmp_path / "cache")
+    assert len(index) == len(manifest) and "WARNING" in capsys.readouterr().err
+    # the same leaking manifest under a patient-wise dataset is refused, naming the file
+    with pytest.raises(SplitLeakageError, match="m.csv"):
+        build_cache(dataset("patient"), tmp_path / "m.csv", tmp_path / "cache2")

@@ -87,6 +87,27 @@ def test_pixel_stats_file_and_loader_apply_them(tmp_path):
     assert all(torch.equal(a[0], b[0]) for a, b in zip(batches, again))
 
 
+def test_mean_image_subtracts_the_training_mean_image_only(tmp_path):
+    cache = _cache(tmp_path / "cache")
+    out = cache / "pixel_stats.npz"
+    write_pixel_stats(cache, out, chunk_rows=4)
+    norm = Normalization.for_variant("mean_image", out)
+    train = np.load(cache / "train.npy").astype(np.float64) / 255
+    val = np.load(cache / "val.npy").astype(np.float64) / 255
+    for augment in (False, True):  # the compiled feed path and the augmented (torch) path
+        batches = CacheBatches(cache, "val", PATHOLOGIES, batch_size=4, normalization=norm, augment=augment,
+                               augment_args={"max_rotate_deg": 0.0, "max_shift": 0.0, "scale": (1.0, 1.0),
+                                             "contrast": (1.0, 1.0), "brightness": 0.0} if augment else None)
+        got = np.concatenate([x[:, 0].numpy() for x, _, _, _ in batches])
+        np.testing.assert_allclose(got, val - train.mean(0), atol=2e-5)  # no division by the std image
+    # the model file carries the mean image, and the same transform comes back from it
+    meta = norm.to_meta()
+    assert meta["method"] == "mean_image" and np.all(meta["std"] == 1.0)
+    again = CacheBatches(cache, "val", PATHOLOGIES, batch_size=4, normalization=meta)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(CacheBatches(cache, "val", PATHOLOGIES, batch_size=4,
+                                                                    normalization=norm), again))
+
+
 def test_per_pixel_stats_of_another_size_are_refused(tmp_path):
     cache = _cache(tmp_path / "cache")
     norm = Normalization("per_pixel", np.zeros((4, 4)), np.ones((4, 4)), source="stats.npz")

@@ -38,6 +38,24 @@ def test_study_config_is_valid(study):
     assert cfg["experiment"]["variants"]
 
 
+def test_chestxray8_config_is_the_study_as_reported():
+    cfg = validate_config(merged("chestxray8"), source="config/chestxray8.yaml")
+    from xraypipe.datasets.nih import PATHOLOGIES
+
+    assert cfg["datasets"]["nih14"]["pathologies"] is None and len(PATHOLOGIES) == 14  # the reader's 14 labels
+    assert cfg["datasets"]["nih14"]["split"]["unit"] == "patient"
+    assert cfg["datasets"]["nih14_image_split"]["split"]["unit"] == "image"
+    variants = cfg["variants"]
+    for name in ("vgg_like_1ch", "simple_cnn_2conv"):
+        v = variants[name]
+        assert (v["optimizer"], v["init"], v["normalization"], v["augment"], v["loss"]) == \
+            ("adam", "xavier", "mean_image", False, "wcel"), name
+        assert v["model_args"]["dropout"] == 0.0 and v["schedule"]["milestones"] == [60] and v["lr"] == 1e-3
+    probes = {name: variants[name] for name in ("resnet18_probe_wcel", "resnet18_probe_bce")}
+    assert {v["loss"] for v in probes.values()} == {"wcel", "bce"}
+    assert all((v["regime"], v["lr"], v["optimizer"]) == ("frozen", 1e-4, "adam") for v in probes.values())
+
+
 def _local_weights(tmp_path, model_name):
     import torchvision.models as tvm
 
@@ -56,7 +74,7 @@ def test_study_config_runs_shrunk_on_its_twin(tmp_path, study):
         ds = cfg["datasets"][name]
         ds.update(source="synthetic", synthetic=TWIN[ds["reader"]], root=None, download=None)
         ds["preprocess"] = {**ds.get("preprocess", {}), "image_size": 32}
-        ds["split"] = {"val_fraction": 0.25}
+        ds["split"] = {**ds.get("split", {}), "val_fraction": 0.25}  # an image-level split stays one
     for name in cfg["experiment"]["variants"]:
         var = cfg["variants"][name]
         var.update(epochs=2, batch_size=8, early_stopping_patience=None)

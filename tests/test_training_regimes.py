@@ -39,6 +39,16 @@ def test_step_schedule_decays_by_gamma_every_step_size_epochs():
     np.testing.assert_allclose(lrs, [1e-3, 1e-3, 1e-4, 1e-4, 1e-5])
 
 
+def test_step_schedule_with_milestones_decays_at_those_epochs_only():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    sched = build_scheduler({"type": "step", "step_size": 2, "milestones": [3], "gamma": 0.1}, opt, epochs=8)
+    lrs = []
+    for _ in range(7):
+        lrs.append(opt.param_groups[0]["lr"])
+        step_scheduler(sched, {"type": "step"}, float("nan"))
+    np.testing.assert_allclose(lrs, [1e-3, 1e-3, 1e-3, 1e-4, 1e-4, 1e-4, 1e-4])
+
+
 def test_plateau_schedule_watches_the_validation_metric():
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     schedule = {"type": "plateau", "gamma": 0.5, "patience": 1}

@@ -8,8 +8,10 @@
   stages vanish with an empty variant list); they are identical for every variant, which are hence compared
   on the same folds.
 - ``train_fold``: fold k trains a fresh model (the variant's own seed, so every fold starts from the same
-  initial weights and folds differ only by their data) on the other folds' images and selects its best epoch
-  by mean AUROC on fold k, read straight from the train.npy/val.npy memory maps through a row selection
+  initial weights and folds differ only by their data) on the other folds' images, minus an inner validation
+  split of their patients (``cross_validation.inner_val_fraction``) on which it selects its best epoch, so
+  fold k is read only to score the chosen model (selecting on the scored fold would make every fold's figure
+  optimistic). Images are read straight from the train.npy/val.npy memory maps through a row selection
   (``xraypipe.data.CacheRows``), never copied. It writes the model, the history and the held-out metrics.
 - ``cv_table``: one row per dataset x fold and a mean ± sd row per dataset (one table per variant).
 """
@@ -158,10 +160,26 @@ def fold_selections(folds: pd.DataFrame, fold: int, source: str = "folds.csv"):
     return folds.loc[~held, ["split", "cache_row"]], folds.loc[held, ["split", "cache_row"]]
 
 
+def inner_validation_split(train_folds: pd.DataFrame, fraction: float, seed, source: str = "folds.csv"):
+    """(inner training rows, inner validation rows) of the training folds' images: ``fraction`` of their patients
+    (at least one, never all), drawn with ``seed``, form the validation split that picks the best epoch."""
+    patients = np.array(sorted(train_folds["patient_id"].astype(str).unique()))
+    if len(patients) < 2:
+        raise FoldError(f"{source}: the training folds hold {len(patients)} patient(s); an inner validation split "
+                        "needs at least 2")
+    n_val = min(max(int(round(fraction * len(patients))), 1), len(patients) - 1)
+    chosen = set(np.random.default_rng(seed).permutation(patients)[:n_val])
+    inner = train_folds["patient_id"].astype(str).isin(chosen).to_numpy()
+    return train_folds.loc[~inner], train_folds.loc[inner]
+
+
 def train_fold(*, variant: dict, training: dict, cache_dir, folds_csv, fold: int, model_out, history_out,
-               metrics_out, checkpoint, threads: int = 1, progress: bool = True) -> dict:
-    """Train ``variant`` on every fold but ``fold`` from a fresh model, pick the best epoch by mean AUROC on
-    ``fold``, and write the model, history and the held-out metrics (mean and per-label AUROC)."""
+               metrics_out, checkpoint, inner_val_fraction: float, seed: int, threads: int = 1,
+               progress: bool = True) -> dict:
+    """Train ``variant`` from a fresh model on every fold but ``fold`` (less an inner validation split of their
+    patients, ``inner_validation_split`` seeded by (``seed``, ``fold``), which picks the best epoch), then score
+    the chosen model on ``fold``, which nothing read before: write the model, history and the held-out metrics
+    (mean and per-label AUROC)."""
     from xraypipe.preprocess import load_cache_index
     from xraypipe.datasets.contract import manifest_pathologies
     from xraypipe.train import train_variant
@@ -170,22 +188,26 @@ def train_fold(*, variant: dict, training: dict, cache_dir, folds_csv, fold: int
     check_folds(folds, int(folds["fold"].max()) + 1, source=str(folds_csv))
     index = load_cache_index(cache_dir)
     pathologies = manifest_pathologies(index)
-    train_rows, val_rows = fold_selections(folds, fold, source=str(folds_csv))
+    _, held_rows = fold_selections(folds, fold, source=str(folds_csv))
+    fit, inner_val = inner_validation_split(folds.loc[folds["fold"] != fold], inner_val_fraction, [seed, fold],
+                                            source=str(folds_csv))
     last = train_variant(cache_dir=cache_dir, pathologies=pathologies, variant=variant, training=training,
                          model_out=model_out, history_out=history_out, checkpoint_path=checkpoint, threads=threads,
-                         progress=progress, train_rows=train_rows, val_rows=val_rows)
+                         progress=progress, train_rows=fit[["split", "cache_row"]],
+                         val_rows=inner_val[["split", "cache_row"]])
     if not last:  # a torchrun process other than rank 0
         return {}
-    metrics = held_out_metrics(model_out, cache_dir, val_rows, pathologies, training["device"])
+    metrics = held_out_metrics(model_out, cache_dir, held_rows, pathologies, training["device"])
     k = int(folds["fold"].max()) + 1
-    train_ids = folds.loc[folds["fold"] != fold]
     held = folds.loc[folds["fold"] == fold]
     history = pd.read_csv(history_out)
     metrics.update({
         "fold": int(fold), "k": k, "seed": int(variant["seed"]),
-        "n_train_images": len(train_ids), "n_train_patients": int(train_ids["patient_id"].nunique()),
+        "n_train_images": len(fit), "n_train_patients": int(fit["patient_id"].nunique()),
+        "n_inner_val_images": len(inner_val), "n_inner_val_patients": int(inner_val["patient_id"].nunique()),
         "n_val_images": len(held), "n_val_patients": int(held["patient_id"].nunique()),
         "epochs_run": int(history["epoch"].max()),  # the last epoch trained (early stopping may end sooner)
+        "model_selection": "best epoch on an inner patient-wise validation split of the training folds",
     })
     write_json(metrics_out, metrics)
     print(f"fold {fold}/{k}: held-out mean AUROC {metrics['mean_auroc']:.4f} (best epoch {metrics['best_epoch']})",
@@ -227,7 +249,8 @@ def cv_table(metric_files: dict[tuple[str, str, int], str | Path]) -> pd.DataFra
         if int(m["fold"]) != int(fold):
             raise FoldError(f"{path}: holds fold {m['fold']}, expected fold {fold}")
         row = {"dataset": dataset, "variant": variant, "fold": str(fold), "n_train_images": m["n_train_images"],
-               "n_train_patients": m["n_train_patients"], "n_val_images": m["n_val_images"],
+               "n_train_patients": m["n_train_patients"], "n_inner_val_images": m["n_inner_val_images"],
+               "n_inner_val_patients": m["n_inner_val_patients"], "n_val_images": m["n_val_images"],
                "n_val_patients": m["n_val_patients"], "best_epoch": m["best_epoch"], "mean_auroc": m["mean_auroc"]}
         row.update({label: value for label, value in m["auroc"].items()})
         rows.append(row)
@@ -250,10 +273,11 @@ def cv_markdown(table: pd.DataFrame, caption: str) -> str:
     """Fold rows as values; the summary as one "mean ± sd" row per dataset x variant (sizes to one decimal)."""
     from xraypipe.tables import _fmt
 
-    counts = ["n_train_images", "n_train_patients", "n_val_images", "n_val_patients", "best_epoch"]
+    counts = ["n_train_images", "n_train_patients", "n_inner_val_images", "n_inner_val_patients", "n_val_images",
+              "n_val_patients", "best_epoch"]
     labels = [c for c in table.columns if c not in ("dataset", "variant", "fold", *counts, "mean_auroc")]
-    header = ["dataset", "variant", "fold", "train images (patients)", "held-out images (patients)", "best epoch",
-              "mean AUROC", *labels]
+    header = ["dataset", "variant", "fold", "train images (patients)", "epoch-selection images (patients)",
+              "held-out images (patients)", "best epoch", "mean AUROC", *labels]
     lines = [caption, "", "| " + " | ".join(header) + " |",
              "|" + "|".join(["---"] * 3 + ["---:"] * (len(header) - 3)) + "|"]
     for (dataset, variant), part in table.groupby(["dataset", "variant"], sort=False):
@@ -261,6 +285,7 @@ def cv_markdown(table: pd.DataFrame, caption: str) -> str:
             lines.append("| " + " | ".join([
                 str(dataset), str(variant), str(r["fold"]),
                 f"{int(r['n_train_images'])} ({int(r['n_train_patients'])})",
+                f"{int(r['n_inner_val_images'])} ({int(r['n_inner_val_patients'])})",
                 f"{int(r['n_val_images'])} ({int(r['n_val_patients'])})", str(int(r["best_epoch"])),
                 *[_fmt(r[c]) for c in ["mean_auroc", *labels]]]) + " |")
         mean = part[part["fold"] == "mean"].iloc[0]
@@ -269,6 +294,7 @@ def cv_markdown(table: pd.DataFrame, caption: str) -> str:
         lines.append("| " + " | ".join([
             str(dataset), str(variant), f"**mean ± sd ({n_folds} folds)**",
             f"{mean['n_train_images']:.1f} ({mean['n_train_patients']:.1f})",
+            f"{mean['n_inner_val_images']:.1f} ({mean['n_inner_val_patients']:.1f})",
             f"{mean['n_val_images']:.1f} ({mean['n_val_patients']:.1f})", f"{mean['best_epoch']:.1f}",
             *[f"**{_fmt(mean[c])} ± {_fmt(sd[c])}**" for c in ["mean_auroc", *labels]]]) + " |")
     return "\n".join(lines) + "\n"
@@ -282,7 +308,8 @@ def write_cv_table(metric_files: dict, csv_out, md_out, html_out=None) -> pd.Dat
         raise FoldError("no fold metrics to tabulate (cross_validation.variants is empty?)")
     k = table.loc[~table["fold"].isin(["mean", "sd"]), "fold"].nunique()
     caption = (f"Patient-wise {k}-fold cross-validation of the pooled train + val images (test split untouched): "
-               "AUROC on each held-out fold at its best epoch; mean ± sample sd over the folds.")
+               "AUROC on each held-out fold of the model whose epoch an inner patient-wise split of the training "
+               "folds chose; mean ± sample sd over the folds.")
     write_csv(csv_out, table)
     write_text(md_out, cv_markdown(table, caption))
     if html_out:

@@ -228,13 +228,16 @@ SKIPPED_COLUMNS = ["split", "image_id", "path", "error"]
 
 
 def build_cache(manifest: pd.DataFrame, out_dir: str | os.PathLike, *, image_size: int, resize: str = "pad",
-                threads: int = 1, progress: bool = True, unreadable: str = "error") -> pd.DataFrame:
-    """Write ``<split>.npy`` (uint8, N x S x S) for each split, ``index.csv`` and ``skipped.csv``; return the index."""
+                threads: int = 1, progress: bool = True, unreadable: str = "error",
+                patient_wise: bool = True) -> pd.DataFrame:
+    """Write ``<split>.npy`` (uint8, N x S x S) for each split, ``index.csv`` and ``skipped.csv``; return the index.
+    ``patient_wise=False`` only for a dataset configured with an image-level split (``split.unit: image``)."""
     from tqdm.auto import tqdm
 
     if "split" not in manifest.columns:
         raise ValueError("manifest has no 'split' column; run the splits stage first")
-    check_patient_leakage(manifest)
+    if patient_wise:
+        check_patient_leakage(manifest)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     parts, skipped = [], []

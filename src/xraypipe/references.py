@@ -9,7 +9,8 @@ outside the project at run time).
   BBox_List_2017.csv. Its 14-label AUROC row here is the one CheXNet's Table 1 quotes (the ChestX-ray14 re-run),
   not the CVPR paper's own 8-label table, and is labelled so.
 - MURA: P. Rajpurkar, J. Irvin, et al. "MURA: Large Dataset for Abnormality Detection in Musculoskeletal
-  Radiographs", arXiv:1712.06957 (2017): DenseNet-169 study-level Cohen's kappa 0.705, AUROC 0.929.
+  Radiographs", arXiv:1712.06957 (2017): DenseNet-169 study-level Cohen's kappa 0.705, AUROC 0.929, on MURA's
+  hidden test set at the fixed 0.5 threshold (a row beside scores on the public validation set says so).
 
 The figures are for the *real* datasets. A synthetic twin shares the labels and file layout, not the images, so a
 row for it beside these figures shows the format of the comparison, not a like-for-like result.
@@ -43,7 +44,8 @@ _WANG_ACC = {
 WANG_IOBB_ACC = {t: dict(zip(_WANG_FINDINGS, values)) for t, values in _WANG_ACC.items()}
 WANG_LOCALIZATION_SOURCE = "Wang et al. 2017"
 
-MURA = {"DenseNet-169 (Rajpurkar et al. 2017)": {"kappa": 0.705, "auroc": 0.929}}
+# on MURA's hidden test set (not the public validation set this pipeline scores), study-level, threshold 0.5
+MURA = {"DenseNet-169 (Rajpurkar et al. 2017; hidden test set, threshold 0.5)": {"kappa": 0.705, "auroc": 0.929}}
 
 # Which published figures apply to a dataset read by a given reader.
 AUROC_REFERENCES_BY_READER = {"nih": NIH_AUROC}

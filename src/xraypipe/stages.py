@@ -5,6 +5,7 @@ Training and prediction live in xraypipe.train and xraypipe.inference, so these 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +13,7 @@ import pandas as pd
 from xraypipe import datasets
 from xraypipe.atomic import atomic_dir, write_csv
 from xraypipe.datasets.contract import DatasetFormatError, manifest_pathologies, read_manifest, validate_manifest
-from xraypipe.splits import assign_splits, check_patient_leakage, split_summary
+from xraypipe.splits import assign_splits, check_patient_leakage, patients_in_several_splits, split_summary
 
 
 def prepare_raw(dataset_cfg: dict, out_dir: str | Path) -> dict:
@@ -83,17 +84,31 @@ def make_splits(dataset_cfg: dict, raw_dir: str | Path, manifest_out, summary_ou
     split_cfg = dataset_cfg["split"]
     manifest = assign_splits(manifest, use_official=split_cfg["use_official"],
                              val_fraction=split_cfg["val_fraction"],
-                             test_fraction=split_cfg["test_fraction"], seed=split_cfg["seed"])
+                             test_fraction=split_cfg["test_fraction"], seed=split_cfg["seed"], unit=split_cfg["unit"])
+    if split_cfg["unit"] == "image":
+        warn_image_level_split(manifest, str(manifest_out))
     write_csv(manifest_out, manifest)
-    write_csv(summary_out, split_summary(manifest, pathologies))
+    write_csv(summary_out, split_summary(manifest, pathologies, unit=split_cfg["unit"]))
     return manifest
+
+
+def warn_image_level_split(manifest: pd.DataFrame, source: str) -> None:
+    shared = patients_in_several_splits(manifest)
+    print(f"WARNING: {source}: split.unit is 'image' (the ChestX-ray8 study's random image-level split): "
+          f"{shared} of {manifest['patient_id'].nunique()} patients have images in more than one split, so this "
+          "dataset's test figures are optimistic. Use it only to reproduce that study or to measure the leak "
+          "beside a patient-wise split.", file=sys.stderr, flush=True)
 
 
 def build_cache(dataset_cfg: dict, manifest_path, out_dir, threads: int = 1) -> pd.DataFrame:
     from xraypipe.preprocess import build_cache as _build
 
     manifest = read_manifest(manifest_path)
-    check_patient_leakage(manifest, source=str(manifest_path))
+    patient_wise = dataset_cfg["split"]["unit"] == "patient"
+    if patient_wise:
+        check_patient_leakage(manifest, source=str(manifest_path))
+    else:
+        warn_image_level_split(manifest, str(manifest_path))
     pre = dataset_cfg["preprocess"]
     return _build(manifest, out_dir, image_size=pre["image_size"], resize=pre["resize"],
-                  threads=threads, unreadable=pre["unreadable"])
+                  threads=threads, unreadable=pre["unreadable"], patient_wise=patient_wise)

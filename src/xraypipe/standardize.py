@@ -10,6 +10,8 @@ Every method maps the cache's uint8 pixels u to ``(u / 255 - mean) / std`` (floa
   so memory is bounded by one chunk, not the split) and stored beside the cache
   (``results/cache/{dataset}/pixel_stats.npz``); std is floored at ``STD_FLOOR`` so constant pixels (padding)
   map to 0 instead of dividing by zero;
+- ``mean_image``: the training split's mean image subtracted, nothing divided (the ChestX-ray8 study's "mean
+  image"; std 1 for every pixel);
 - ``per_image``: each image by its own mean and std (floored likewise).
 
 The trained model file stores the method with its mean/std (the per-pixel images themselves), so prediction,
@@ -28,7 +30,8 @@ import numpy as np
 from xraypipe import feed_kernel
 from xraypipe.atomic import atomic_path
 
-NORMALIZATIONS = ("fixed", "imagenet", "per_pixel", "per_image")
+NORMALIZATIONS = ("fixed", "imagenet", "per_pixel", "mean_image", "per_image")
+IMAGE_STATISTICS = ("per_pixel", "mean_image")  # the methods whose mean/std are S x S images of pixel_stats
 # Fixed intensity normalisation of the [0, 1] gray values (roughly the mean/std of chest radiographs).
 GRAY_MEAN = 0.5
 GRAY_STD = 0.25
@@ -112,7 +115,8 @@ def load_pixel_stats(path: str | os.PathLike) -> dict:
 
 @dataclass
 class Normalization:
-    """``(u / 255 - mean) / std`` with ``mean``/``std`` scalars (fixed, imagenet) or S x S images (per_pixel);
+    """``(u / 255 - mean) / std`` with ``mean``/``std`` scalars (fixed, imagenet) or S x S images (per_pixel,
+    mean_image);
     per_image uses each image's own statistics."""
 
     method: str = "fixed"
@@ -123,11 +127,11 @@ class Normalization:
     def __post_init__(self):
         if self.method not in NORMALIZATIONS:
             raise ValueError(f"unknown normalization {self.method!r}; choose one of {', '.join(NORMALIZATIONS)}")
-        if self.method == "per_pixel":
+        if self.method in IMAGE_STATISTICS:
             self.mean = np.asarray(self.mean, dtype=np.float32)
             self.std = np.maximum(np.asarray(self.std, dtype=np.float32), np.float32(STD_FLOOR))
             if self.mean.ndim != 2 or self.mean.shape != self.std.shape:
-                raise ValueError(f"per_pixel normalization needs equal 2-D mean and std images, got "
+                raise ValueError(f"{self.method} normalization needs equal 2-D mean and std images, got "
                                  f"{self.mean.shape} and {self.std.shape}")
 
     @classmethod
@@ -138,11 +142,12 @@ class Normalization:
             return cls("imagenet", *IMAGENET_GRAY)
         if method == "per_image":
             return cls("per_image", 0.0, 1.0)
-        if method == "per_pixel":
+        if method in IMAGE_STATISTICS:
             if stats_path is None:
-                raise ValueError("normalization per_pixel needs the pixel statistics file (pixel_stats.npz)")
+                raise ValueError(f"normalization {method} needs the pixel statistics file (pixel_stats.npz)")
             stats = load_pixel_stats(stats_path)
-            return cls("per_pixel", stats["mean"], stats["std"], source=str(stats_path))
+            std = stats["std"] if method == "per_pixel" else np.ones_like(stats["mean"])
+            return cls(method, stats["mean"], std, source=str(stats_path))
         return cls(method)  # raises: unknown method
 
     @classmethod
@@ -157,7 +162,7 @@ class Normalization:
 
     def to_meta(self) -> dict:
         meta = {"method": self.method}
-        if self.method == "per_pixel":
+        if self.method in IMAGE_STATISTICS:
             meta.update(mean=np.asarray(self.mean), std=np.asarray(self.std), source=self.source,
                         sha256=hashlib.sha256(np.asarray(self.mean).tobytes() + np.asarray(self.std).tobytes())
                         .hexdigest())
@@ -166,7 +171,7 @@ class Normalization:
         return meta
 
     def check_size(self, size: int, what: str = "images") -> None:
-        if self.method == "per_pixel" and tuple(self.mean.shape) != (size, size):
+        if self.method in IMAGE_STATISTICS and tuple(self.mean.shape) != (size, size):
             raise ValueError(f"per-pixel statistics ({self.source or 'model file'}) are "
                              f"{self.mean.shape[0]}x{self.mean.shape[1]} but the {what} are {size}x{size}")
 

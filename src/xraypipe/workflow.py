@@ -94,7 +94,7 @@ STAGE_PARAMS = {
             "datasets.{dataset}.synthetic", "datasets.{dataset}.download"],
     "splits": ["datasets.{dataset}.reader", "datasets.{dataset}.pathologies", "datasets.{dataset}.views",
                "datasets.{dataset}.missing_images", "datasets.{dataset}.split", "datasets.{dataset}.body_parts"],
-    "cache": ["datasets.{dataset}.preprocess"],
+    "cache": ["datasets.{dataset}.preprocess", "datasets.{dataset}.split.unit"],  # unit: the leakage check
     "pixel_stats": [],  # a function of the cached training split only
     "train": ["variants.{variant}"] + [f"training.{k}" for k in TRAINING_KEYS],
     "predict": ["training.device"],
@@ -116,7 +116,8 @@ STAGE_PARAMS = {
     "figures": ["experiment"],
     # the fold assignment, each fold's training (the variant's own keys, like train) and the table
     "cv_folds": ["cross_validation.folds", "cross_validation.seed"],
-    "train_fold": ["variants.{variant}"] + [f"training.{k}" for k in TRAINING_KEYS],
+    "train_fold": ["variants.{variant}", "cross_validation.inner_val_fraction", "cross_validation.seed"]
+                  + [f"training.{k}" for k in TRAINING_KEYS],
     "cv_table": ["experiment.datasets", "cross_validation.folds"],
 }
 
