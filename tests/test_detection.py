@@ -278,19 +278,20 @@ def test_tiny_workflow_scores_all_localizers_on_the_same_boxes(tmp_path):
     assert (split["role"] == "not_scored").any()  # more boxed test images than max_images
     assert info["n_detected_conditioned"] <= info["n_detected_unconditioned"]
     assert not set(scoring["patient_id"]) & set(split.loc[split["role"] == "detector_train", "patient_id"])
-    # Grad-CAM (both box methods) and the detector are scored on exactly the same ground-truth boxes
+    # Grad-CAM (every box method) and the detector are scored on exactly the same ground-truth boxes
     key = ["image_id", "finding", "x", "y", "w", "h"]
     gradcam = pd.read_csv(loc / "scored.csv", dtype={"image_id": str})
     detector = pd.read_csv(loc / "detector/scored.csv", dtype={"image_id": str})
     expected = scoring[key].sort_values(key).reset_index(drop=True)
-    for frame, column in ((gradcam, "box_method"), (detector, "localizer")):
-        assert frame[column].nunique() == 2
+    for frame, column, n in ((gradcam, "box_method", 4), (detector, "localizer", 2)):
+        assert frame[column].nunique() == n
         for _, part in frame.groupby(column):
             got = part[key].sort_values(key).reset_index(drop=True)
             pd.testing.assert_frame_equal(got, expected, check_dtype=False)
     table = pd.read_csv(wf / "results/tables/iobb.csv")
     assert set(table.loc[table["kind"] == "measured", "localizer"]) == {
-        "gradcam/threshold", "gradcam/heuristic", "maskrcnn", "maskrcnn/unconditioned"}
+        "gradcam/threshold", "gradcam/heuristic", "gradcam/wang60", "gradcam/wang180", "maskrcnn",
+        "maskrcnn/unconditioned"}
     scored_boxes = table[(table["kind"] == "counts") & (table["metric"] == "scored_boxes")]
     assert scored_boxes.drop(columns=["dataset", "variant", "localizer", "kind", "T", "metric"]).sum(axis=1).iloc[0] \
         == len(scoring)

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from xraypipe.boxes import false_positives, heuristic_box_sizes, iobb, iou, map_box, score_boxes, summarise
-from xraypipe.localization import cam_layers, heatmaps, heuristic_box, threshold_boxes
+from xraypipe.localization import cam_layers, heatmaps, heuristic_box, threshold_boxes, wang_boxes
 from xraypipe.models import build_model
 from xraypipe.preprocess import load_image
 
@@ -86,6 +86,25 @@ def test_heuristic_as_the_study_writes_it_on_a_hand_made_map():
     # a higher threshold (0.65 x max) leaves only B and D
     assert box(heuristic_box(heat, (8.0, 8.0), threshold=0.65, keep=5)) == (50, 20, 2, 2)
     assert heuristic_box(np.zeros((8, 8)), (2.0, 2.0)) == []
+
+
+def test_wang_rule_boxes_every_region_above_60_and_180_of_255():
+    # min 0.2, max 1.0: scaled = (v - 0.2) / 0.8 * 255; 0.3 -> 31.9, 0.5 -> 95.6, 0.8 -> 191.3, 1.0 -> 255
+    heat = np.full((32, 32), 0.2, np.float32)
+    heat[1:5, 1:5] = 1.0        # A
+    heat[10:13, 20:26] = 0.8    # B
+    heat[20:30, 2:4] = 0.5      # C
+    heat[28:31, 28:31] = 0.3    # D: below both levels
+    box = lambda found: {(b["x"], b["y"], b["w"], b["h"]) for b in found}  # noqa: E731
+    assert box(wang_boxes(heat, 60)) == {(1, 1, 4, 4), (20, 10, 6, 3), (2, 20, 2, 10)}
+    assert box(wang_boxes(heat, 180)) == {(1, 1, 4, 4), (20, 10, 6, 3)}
+    # the scale is the map's own range: an affine change of the heatmap gives the same boxes
+    assert box(wang_boxes(3 * heat - 0.5, 60)) == box(wang_boxes(heat, 60))
+    # 8-connected regions: a diagonal touch joins two blocks into one box
+    joined = np.zeros((8, 8), np.float32)
+    joined[0:2, 0:2] = joined[2:4, 2:4] = 1.0
+    assert box(wang_boxes(joined, 60)) == {(0, 0, 4, 4)}
+    assert wang_boxes(np.ones((4, 4)), 60) == []  # a flat map has no region above the others
 
 
 def test_heuristic_mean_sizes_come_from_training_boxes_only():

@@ -5,7 +5,8 @@
   subclass whose channel weights are the linear layer's row for the class (no gradients needed).
 - Boxes: threshold the heatmap (a fraction of its maximum) and take the bounding boxes of the connected
   components (``scipy.ndimage``); or the NIH localization study's heuristic: of those boxes, the 5 closest in
-  size to the finding's mean detector-training box, then the one with the highest mean heat.
+  size to the finding's mean detector-training box, then the one with the highest mean heat; or Wang et al.'s
+  rule: the map scaled to [0, 255], a box around every region above 60 (``wang60``) or 180 (``wang180``).
 - Scores (Wang et al., CVPR 2017, "ChestX-ray8"): IoBB = area(detected ∩ ground truth) / area(detected);
   a ground-truth box is hit at T when some detected box of the same finding has IoBB > T; AFP = the average
   number of detected boxes per image that hit no ground-truth box of their finding.
@@ -26,7 +27,8 @@ from xraypipe.boxes import (IOBB_THRESHOLDS, boxed_findings, false_positives, he
                             scoring_split, summarise)
 
 HEATMAP_METHODS = ("gradcam", "cam")
-BOX_METHODS = ("threshold", "heuristic")
+BOX_METHODS = ("threshold", "heuristic", "wang60", "wang180")  # wang<T>: Wang et al.'s rule at level T of 255
+WANG_LEVELS = {"wang60": 60, "wang180": 180}
 
 
 # ------------------------------------------------------------------------------------------------ geometry
@@ -133,7 +135,25 @@ def threshold_boxes(heat: np.ndarray, threshold: float = 0.5, max_boxes: int | N
     top = float(heat.max()) if heat.size else 0.0
     if top <= 0:
         return []
-    labels, n = ndimage.label(heat >= threshold * top, structure=np.ones((3, 3), bool))
+    return _region_boxes(heat, heat >= threshold * top, max_boxes, min_pixels)
+
+
+def wang_boxes(heat: np.ndarray, level: int) -> list[dict]:
+    """Wang et al.'s (CVPR 2017) box rule: the heatmap scaled to [0, 255] (its minimum to 0, its maximum to 255)
+    and a box around every connected region above ``level`` (the paper: 60 and 180). Every box is kept, so each
+    one that hits no ground truth counts for AFP. The boxes' ``peak``/``mean_heat`` are in the heatmap's units."""
+    heat = np.asarray(heat, dtype=np.float32)
+    if not heat.size:
+        return []
+    low, high = float(heat.min()), float(heat.max())
+    if high <= low:
+        return []
+    scaled = (heat - low) / (high - low) * 255.0
+    return _region_boxes(heat, scaled > level, None, 1)
+
+
+def _region_boxes(heat: np.ndarray, mask: np.ndarray, max_boxes: int | None, min_pixels: int) -> list[dict]:
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
     boxes = []
     for k, sl in enumerate(ndimage.find_objects(labels), start=1):
         if sl is None:
@@ -234,7 +254,9 @@ def localize(*, model_path, cache_dir, boxes_csv, resize: str, cfg: dict, out_di
     detected_rows = []
     for k, pair in enumerate(pairs.itertuples(index=False)):
         for name in BOX_METHODS:
-            if name == "heuristic":
+            if name in WANG_LEVELS:
+                found = wang_boxes(maps[k], WANG_LEVELS[name])
+            elif name == "heuristic":
                 found = heuristic_box(maps[k], sizes[pair.finding], threshold=float(heuristic["threshold"]),
                                       max_area=float(heuristic["max_box_area"]), keep=int(heuristic["candidates"]))
             else:
