@@ -116,3 +116,22 @@ def test_config_to_json_script_names_the_bad_file_and_leaves_no_output(project_r
     assert "missing_images" not in given["datasets"]["nih_synthetic"]
     assert written["datasets"]["nih_synthetic"]["missing_images"] == \
         validate_config(given)["datasets"]["nih_synthetic"]["missing_images"]
+
+
+def test_loss_args_are_checked_against_the_loss(raw_config):
+    from xraypipe.losses import loss_options
+
+    assert loss_options("wcel") == ["counting", "eps"] and loss_options("class_weighted_bce") == ["fp_bias"]
+    assert loss_options("bce") == []
+    raw_config["variants"]["resnet18"].update(loss="wcel", loss_args={"countng": "batch"})
+    with pytest.raises(ConfigError) as err:
+        validate_config(raw_config, source="config.yaml")
+    msg = str(err.value)
+    assert "config.yaml: variants.resnet18.loss_args.countng: not an option of loss 'wcel'" in msg
+    assert "did you mean 'counting'" in msg and "accepted: counting, eps" in msg
+    raw_config["variants"]["resnet18"]["loss_args"] = {"counting": "per_label", "eps": 1.0}
+    validate_config(raw_config)
+    # the trainer's own arguments are not config options
+    raw_config["variants"]["resnet18"].update(loss="class_weighted_bce", loss_args={"pos_counts": [1, 2]})
+    with pytest.raises(ConfigError, match="loss_args.pos_counts: not an option of loss 'class_weighted_bce'"):
+        validate_config(raw_config)

@@ -119,6 +119,14 @@ def _check_references(config: dict, source: str) -> None:
                             f"loss {var['loss']!r} does not apply (use bce)")
         if var["loss"] not in losses.LOSSES:
             problems.append(f"{source}: variants.{name}.loss: {losses.LOSSES.unknown_message(var['loss'])}")
+        else:
+            accepted = losses.loss_options(var["loss"])
+            for key in var.get("loss_args") or {}:
+                if key not in accepted:
+                    close = difflib.get_close_matches(key, accepted, n=1)
+                    hint = f" (did you mean {close[0]!r}?)" if close else ""
+                    problems.append(f"{source}: variants.{name}.loss_args.{key}: not an option of loss "
+                                    f"{var['loss']!r}{hint}; accepted: {', '.join(accepted) or 'none'}")
     cv = config.get("cross_validation") or {}
     for i, name in enumerate(cv.get("variants") or []):
         if name not in config["variants"]:

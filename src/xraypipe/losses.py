@@ -93,5 +93,18 @@ def class_weighted_bce(pos_counts=None, neg_counts=None, fp_bias: float = 0.0, *
     return loss
 
 
+# filled in by the trainer from the training split, never by the config's loss_args
+TRAINER_ARGUMENTS = ("pos_counts", "neg_counts")
+
+
+def loss_options(name: str) -> list[str]:
+    """The ``loss_args`` keys a loss accepts: its factory's named keyword parameters, less the trainer's."""
+    import inspect
+
+    parameters = inspect.signature(LOSSES.get(name)).parameters.values()
+    return [p.name for p in parameters
+            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in TRAINER_ARGUMENTS]
+
+
 def build_loss(name: str, **kwargs):
     return LOSSES.get(name)(**kwargs)
