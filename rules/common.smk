@@ -4,7 +4,7 @@ import json
 import os
 import sys
 
-from xraypipe.cli import resolve_threads
+from xraypipe.cli import config_threads
 from xraypipe.config import ConfigError, validate_config
 from xraypipe.code_deps import code_deps
 from xraypipe.writer_lock import RUN_ENV, ResultsBusyError, claim_results, hold_dvc_lock, snakemake_run_id
@@ -80,10 +80,7 @@ def stage_threads(name):
     """The job's threads: the stage's thread key (``training.threads``, ``preprocess_threads``); ``auto`` asks for
     every physical core, which Snakemake caps at --cores (and the Slurm profile's set-threads overrides), so
     parallel jobs never hold more threads than the cores given."""
-    node = config
-    for part in STAGE[name].threads.split("."):
-        node = node[part]
-    return resolve_threads(node)
+    return config_threads(config, name)
 
 
 def stage_shell(name):

@@ -63,21 +63,26 @@ def resolve_threads(value) -> int:
     return physical_cores() if value == "auto" else int(value)
 
 
+def config_threads(config: dict, stage: str) -> int:
+    """The thread count the config gives ``stage`` (its ``STAGE[stage].threads`` key; 1 for a stage without one)."""
+    from xraypipe.workflow import STAGE
+
+    key = STAGE[stage].threads
+    if not key:
+        return 1
+    node = config
+    for part in key.split("."):
+        node = node[part]
+    return resolve_threads(node)
+
+
 def threads(args, stage: str) -> int:
     """``--threads`` (Snakemake passes the threads it granted the job); else (DVC, whose stages run one at a time)
     the config's value at the stage's thread key (``STAGE[stage].threads``, e.g. ``training.threads``; not a
     tracked key: a job's thread count changes no result), ``auto`` meaning every physical core."""
-    from xraypipe.workflow import STAGE
-
     if getattr(args, "threads", None):
         return args.threads
-    key = STAGE[stage].threads
-    if args.config is None or not key:
-        return 1
-    node = load_config(args.config)
-    for part in key.split("."):
-        node = node[part]
-    return resolve_threads(node)
+    return 1 if args.config is None else config_threads(load_config(args.config), stage)
 
 
 def run(main, results_dir: str = "results") -> None:

@@ -58,8 +58,7 @@ def weighted_cross_entropy(counting: str = "batch", eps: float = 0.0, **_):
     def loss(logits, targets, mask):
         logits = logits.float()
         known_pos, known_neg = targets * mask, (1 - targets) * mask
-        pos = known_pos.sum() if dims is None else known_pos.sum(dim=dims)
-        neg = known_neg.sum() if dims is None else known_neg.sum(dim=dims)
+        pos, neg = known_pos.sum(dim=dims), known_neg.sum(dim=dims)
         total = pos + neg
         # an empty class: any finite weight (clamp), since none of its terms is in the sum
         beta_p = total / (pos + eps).clamp_min(1e-12)
