@@ -5,6 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run without installing the package
 from xraypipe import cli, datasets
+from xraypipe.boxes import bootstrap_settings
 from xraypipe.detection import detect
 
 
@@ -25,7 +26,8 @@ def main():
                   boxes_csv=datasets.box_file(dataset["reader"], args.raw), predictions_csv=args.predictions,
                   thresholds_json=args.thresholds, resize=dataset["preprocess"]["resize"],
                   cfg=config["evaluation"]["localization"], out_dir=args.out_dir,
-                  threads=cli.threads(args, "detect"), device_preference=config["training"]["device"])
+                  threads=cli.threads(args, "detect"), device_preference=config["training"]["device"],
+                  bootstrap=bootstrap_settings(config["evaluation"]))
     print(info)
 
 

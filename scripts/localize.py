@@ -1,9 +1,11 @@
-"""Stage localize: Grad-CAM/CAM heatmaps on the test images with ground-truth boxes, boxes, IoU/IoBB scores."""
+"""Stage localize: Grad-CAM/CAM heatmaps on the test images with ground-truth boxes (for the findings the classifier
+calls positive, and for the ground-truth findings), boxes, IoU/IoBB scores with bootstrap CIs, AFP."""
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run without installing the package
 from xraypipe import cli, datasets
+from xraypipe.boxes import bootstrap_settings
 from xraypipe.localization import localize
 
 
@@ -13,15 +15,18 @@ def main():
     p.add_argument("--model", required=True)
     p.add_argument("--cache-dir", required=True)
     p.add_argument("--raw", required=True, help="the raw dataset directory (its reader knows the box file)")
+    p.add_argument("--predictions", required=True, help="the classifier's test-split predictions")
+    p.add_argument("--thresholds", required=True, help="the classifier's thresholds.json (chosen on validation)")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args()
     config = cli.stage_config(args, "localize", dataset=args.dataset)
     dataset = config["datasets"][args.dataset]
     info = localize(model_path=args.model, cache_dir=args.cache_dir,
-                    boxes_csv=datasets.box_file(dataset["reader"], args.raw), resize=dataset["preprocess"]["resize"],
+                    boxes_csv=datasets.box_file(dataset["reader"], args.raw), predictions_csv=args.predictions,
+                    thresholds_json=args.thresholds, resize=dataset["preprocess"]["resize"],
                     cfg=config["evaluation"]["localization"], out_dir=args.out_dir,
-                    threads=cli.threads(args, "localize"))
+                    threads=cli.threads(args, "localize"), bootstrap=bootstrap_settings(config["evaluation"]))
     print(info)
 
 

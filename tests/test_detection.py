@@ -9,15 +9,9 @@ import pandas as pd
 import pytest
 import torch
 
-from xraypipe.boxes import box_split, false_positives, score_boxes, split_signature, summarise
-from xraypipe.detection import (
-    boxes_to_masks,
-    build_detector,
-    classifier_positive,
-    condition_on_classifier,
-    predict_boxes,
-    targets_for,
-)
+from xraypipe.boxes import (box_split, classifier_positive, condition_on_classifier, false_positives, score_boxes,
+                            split_signature, summarise)
+from xraypipe.detection import boxes_to_masks, build_detector, predict_boxes, targets_for
 from xraypipe.tables import iobb_table, write_iobb_table
 
 FINDINGS = ["Atelectasis", "Mass", "Nodule"]
@@ -220,7 +214,7 @@ def _summary(localizer, acc, afp):
 
 
 def test_iobb_table_compares_three_localizers_with_wang_and_counts(tmp_path):
-    pd.concat([_summary("gradcam/threshold", 1, 2), _summary("gradcam/heuristic", 0, 1)]).to_csv(
+    pd.concat([_summary("gradcam/threshold (oracle class)", 1, 2), _summary("gradcam/heuristic", 0, 1)]).to_csv(
         tmp_path / "loc.csv", index=False)
     _summary("maskrcnn", 1, 0).to_csv(tmp_path / "det.csv", index=False)
     counts = {"source": "train/val splits", "fallback": False,
@@ -233,15 +227,15 @@ def test_iobb_table_compares_three_localizers_with_wang_and_counts(tmp_path):
                              tmp_path / "t.csv", tmp_path / "t.md", {"nih_synthetic": "nih"},
                              split_counts={"nih_synthetic": counts})
     measured = table[(table["kind"] == "measured") & (table["metric"] == "acc") & (table["T"] == 0.5)]
-    assert measured.set_index("localizer")["Mass"].to_dict() == {"gradcam/threshold": 0.5, "gradcam/heuristic": 0.0,
-                                                                 "maskrcnn": 0.5}
+    assert measured.set_index("localizer")["Mass"].to_dict() == {"gradcam/threshold (oracle class)": 0.5,
+                                                                 "gradcam/heuristic": 0.0, "maskrcnn": 0.5}
     afp = table[(table["kind"] == "measured") & (table["metric"] == "afp") & (table["T"] == 0.5)]
-    assert afp.set_index("localizer")["Mass"].to_dict() == {"gradcam/threshold": 1.0, "gradcam/heuristic": 0.5,
-                                                            "maskrcnn": 0.0}
+    assert afp.set_index("localizer")["Mass"].to_dict() == {"gradcam/threshold (oracle class)": 1.0,
+                                                            "gradcam/heuristic": 0.5, "maskrcnn": 0.0}
     assert (table["kind"] == "published").sum() == 5  # Wang et al. once per dataset
+    # differences from Wang et al. only for the oracle-class heatmap rows (their setting)
     diff = table[(table["kind"] == "difference") & (table["T"] == 0.5)].set_index("localizer")["Mass"]
-    assert diff["maskrcnn"] == pytest.approx(0.5 - 0.1411)
-    assert len(diff) == 3
+    assert diff.to_dict() == {"gradcam/threshold (oracle class)": pytest.approx(0.5 - 0.1411)}
     c = table[table["kind"] == "counts"].set_index("metric")["Mass"]
     assert c.to_dict() == {"train_boxes": 7, "train_images": 6, "train_patients": 4, "scored_boxes": 2,
                            "scored_images": 2, "scored_patients": 2}
@@ -252,7 +246,7 @@ def test_iobb_table_compares_three_localizers_with_wang_and_counts(tmp_path):
     # old single-localizer summaries (no localizer column) still load
     _summary("x", 1, 0).drop(columns="localizer").to_csv(tmp_path / "old.csv", index=False)
     old = iobb_table({("d", "v"): tmp_path / "old.csv"})
-    assert set(old["localizer"]) == {""} and len(old) == 13
+    assert set(old["localizer"]) == {""} and len(old) == 2 * 5 * 4 + 4
 
 
 # ------------------------------------------------------------------------------------------------ workflow
@@ -283,15 +277,28 @@ def test_tiny_workflow_scores_all_localizers_on_the_same_boxes(tmp_path):
     gradcam = pd.read_csv(loc / "scored.csv", dtype={"image_id": str})
     detector = pd.read_csv(loc / "detector/scored.csv", dtype={"image_id": str})
     expected = scoring[key].sort_values(key).reset_index(drop=True)
-    for frame, column, n in ((gradcam, "box_method", 4), (detector, "localizer", 2)):
+    assert gradcam["box_method"].nunique() == 4
+    for frame, column, n in ((gradcam, "localizer", 8), (detector, "localizer", 2)):
         assert frame[column].nunique() == n
         for _, part in frame.groupby(column):
             got = part[key].sort_values(key).reset_index(drop=True)
             pd.testing.assert_frame_equal(got, expected, check_dtype=False)
     table = pd.read_csv(wf / "results/tables/iobb.csv")
-    assert set(table.loc[table["kind"] == "measured", "localizer"]) == {
-        "gradcam/threshold", "gradcam/heuristic", "gradcam/wang60", "gradcam/wang180", "maskrcnn",
-        "maskrcnn/unconditioned"}
+    heatmap_localizers = {f"gradcam/{m}{s}" for m in ("threshold", "heuristic", "wang60", "wang180")
+                          for s in ("", " (oracle class)")}
+    assert set(table.loc[table["kind"] == "measured", "localizer"]) == heatmap_localizers | {
+        "maskrcnn", "maskrcnn/unconditioned"}
+    # the same heatmap and boxes for a ground-truth pair either way: the conditioned rows hit a subset
+    acc = table[(table["kind"] == "measured") & (table["metric"] == "acc")].set_index(["localizer", "T"])
+    findings = [c for c in table.columns if c not in ("dataset", "variant", "localizer", "kind", "T", "metric")]
+    for m in ("threshold", "heuristic", "wang60", "wang180"):
+        conditioned, oracle = acc.loc[f"gradcam/{m}"][findings], acc.loc[f"gradcam/{m} (oracle class)"][findings]
+        assert ((conditioned <= oracle) | oracle.isna()).all().all()
+    loc_info = json.loads((loc / "info.json").read_text())
+    assert loc_info["heatmap"]["map_size"] and loc_info["n_ground_truth_pairs"] == len(
+        scoring[["image_id", "finding"]].drop_duplicates())
+    ci = table[(table["kind"] == "measured") & table["metric"].isin(["acc_ci_low", "acc_ci_high"])]
+    assert ci[findings].notna().any().any()
     scored_boxes = table[(table["kind"] == "counts") & (table["metric"] == "scored_boxes")]
     assert scored_boxes.drop(columns=["dataset", "variant", "localizer", "kind", "T", "metric"]).sum(axis=1).iloc[0] \
         == len(scoring)

@@ -169,3 +169,111 @@ def test_cam_refuses_a_model_without_a_gap_linear_head():
     with pytest.raises(ValueError, match="global-average-pool"):
         heatmaps(model, np.zeros((1, 8, 8), np.uint8), [0], method="cam")
     assert heatmaps(model, np.full((1, 8, 8), 3, np.uint8), [0], method="gradcam").shape == (1, 8, 8)
+
+
+def test_iou_hits_and_a_box_of_a_finding_the_image_lacks_is_a_false_positive():
+    """IoU > T and IoBB > T side by side; a conditioned localizer's box for a finding without a ground-truth box in
+    that image counts for AFP (over the images that have the finding: Wang et al.'s denominator)."""
+    truth = pd.DataFrame({"image_id": ["a", "c"], "finding": ["Mass", "Nodule"], "patient_id": ["p", "q"],
+                          "x": [0, 50], "y": [0, 50], "w": [10, 4], "h": [10, 4]})
+    detected = pd.DataFrame({"image_id": ["a", "c", "c"], "finding": ["Mass", "Mass", "Nodule"],
+                             "x": [0, 0, 50], "y": [0, 0, 50], "w": [20, 8, 4], "h": [10, 8, 4]})
+    # a/Mass: IoBB 100/200 = 0.5, IoU 100/200 = 0.5; c/Mass: c has no Mass box -> a false positive at every T;
+    # c/Nodule: exact -> IoBB = IoU = 1
+    scored = score_boxes(truth, detected, (0.25, 0.5))
+    assert scored["hit_iou_0.25"].tolist() == [True, True] and scored["hit_iou_0.5"].tolist() == [False, True]
+    fps = false_positives(truth, detected, (0.25, 0.5)).set_index(["image_id", "finding"])
+    assert fps.loc[("c", "Mass"), "has_truth"] == False and fps.loc[("c", "Mass"), "fp_0.25"] == 1  # noqa: E712
+    assert fps.loc[("c", "Mass"), "fp_iou_0.25"] == 1 and fps.loc[("a", "Mass"), "fp_iou_0.5"] == 1
+    assert fps.loc[("a", "Mass"), "fp_iou_0.25"] == 0 and fps.loc[("c", "Nodule"), "fp_0.5"] == 0
+    table = summarise(scored, fps.reset_index(), ["Mass", "Nodule"], (0.25, 0.5)).set_index(["T", "metric"])
+    # Mass: one image with a Mass box; false positives: c/Mass at both T, plus a/Mass at T = 0.5 (IoBB 0.5 <= 0.5)
+    assert table.loc[(0.25, "afp"), "Mass"] == 1.0 and table.loc[(0.5, "afp"), "Mass"] == 2.0
+    assert table.loc[(0.5, "acc_iou"), "Mass"] == 0.0 and table.loc[(0.25, "acc_iou"), "Mass"] == 1.0
+    assert table.loc[(0.5, "afp_iou"), "Nodule"] == 0.0
+    counts = table.reset_index().set_index("metric")
+    assert counts.loc["n_images", "Mass"] == 1 and counts.loc["n_boxes", "Nodule"] == 1
+    assert counts.loc["mean_iou", "Mass"] == pytest.approx(0.5)
+
+
+def test_hit_fraction_ci_resamples_patients_not_boxes():
+    """Two patients with 20 boxes each, one all hits and one all misses: a patient resample holds 0, 1 or 2 copies
+    of each, so the clustered 95% CI spans 0 to 1; resampling boxes alone would give a narrow CI around 0.5."""
+    from xraypipe.boxes import hit_fraction_ci
+
+    hits = np.array([1] * 20 + [0] * 20)
+    patients = np.array(["p"] * 20 + ["q"] * 20)
+    low, high = hit_fraction_ci(hits, patients, n_boot=400, level=0.95, seed=0)
+    assert low == 0.0 and high == 1.0
+    low_b, high_b = hit_fraction_ci(hits, None, n_boot=400, level=0.95, seed=0)
+    assert 0.25 < low_b < 0.5 < high_b < 0.75
+    assert hit_fraction_ci(np.ones(5), np.arange(5), n_boot=100, level=0.95, seed=0) == (1.0, 1.0)
+    table = summarise(pd.DataFrame({"image_id": [str(i) for i in range(40)], "finding": "Mass", "patient_id": patients,
+                                    "best_iobb": hits * 0.9, "best_iou": hits * 0.8, "hit_0.5": hits.astype(bool),
+                                    "hit_iou_0.5": hits.astype(bool)}),
+                      pd.DataFrame(columns=["image_id", "finding", "fp_0.5", "fp_iou_0.5"]), ["Mass"], (0.5,),
+                      n_boot=400, seed=0).set_index("metric")["Mass"]
+    assert (table["acc"], table["acc_ci_low"], table["acc_ci_high"]) == (0.5, 0.0, 1.0)
+    unclustered = summarise(pd.DataFrame({"image_id": [str(i) for i in range(40)], "finding": "Mass",
+                                          "patient_id": patients, "best_iobb": hits * 0.9, "best_iou": hits * 0.8,
+                                          "hit_0.5": hits.astype(bool), "hit_iou_0.5": hits.astype(bool)}),
+                            pd.DataFrame(columns=["image_id", "finding", "fp_0.5", "fp_iou_0.5"]), ["Mass"], (0.5,),
+                            n_boot=400, seed=0, unit="image").set_index("metric")["Mass"]
+    assert unclustered["acc_ci_low"] > 0.25
+
+
+def test_conditioned_pairs_are_the_classifiers_positive_calls_and_the_oracle_pairs_the_ground_truth():
+    from xraypipe.boxes import classifier_positive
+    from xraypipe.localization import heatmap_pairs
+
+    gt_pairs = pd.DataFrame({"image_id": ["a", "a", "b"], "cache_row": [0, 0, 1], "finding": ["Mass", "Nodule", "Mass"]})
+    images = pd.DataFrame({"image_id": ["a", "b"], "cache_row": [0, 1]})
+    predictions = pd.DataFrame({"image_id": ["a", "b", "z"], "prob_Mass": [0.9, 0.2, 0.9], "prob_Nodule": [0.1, 0.8, 0.9],
+                                "prob_Effusion": [0.9, 0.9, 0.9]})
+    # thresholds: Mass 0.5 -> a called, b missed; Nodule 0.5 -> a missed, b called (no Nodule box in b: an FP);
+    # Effusion has no threshold (no validation positives) -> never called; z is not a scoring image
+    positives = classifier_positive(predictions, {"Mass": 0.5, "Nodule": 0.5, "Effusion": None},
+                                    ["Mass", "Nodule", "Effusion"])
+    pairs = heatmap_pairs(gt_pairs, images, positives).set_index(["image_id", "finding"])
+    assert sorted(pairs.index) == [("a", "Mass"), ("a", "Nodule"), ("b", "Mass"), ("b", "Nodule")]
+    assert pairs["ground_truth_pair"].to_dict() == {("a", "Mass"): True, ("a", "Nodule"): True, ("b", "Mass"): True,
+                                                    ("b", "Nodule"): False}
+    assert pairs["classifier_positive"].to_dict() == {("a", "Mass"): True, ("a", "Nodule"): False,
+                                                      ("b", "Mass"): False, ("b", "Nodule"): True}
+
+
+def test_conditioned_localizer_counts_a_missed_finding_as_a_miss():
+    """Perfect boxes for every ground-truth pair: the oracle-class rows hit everything; the conditioned rows only
+    what the classifier called, and pay an AFP for its false call."""
+    truth = pd.DataFrame({"image_id": ["a", "b"], "finding": ["Mass", "Mass"], "patient_id": ["p", "q"],
+                          "x": [0, 0], "y": [0, 0], "w": [10, 10], "h": [10, 10]})
+    perfect = truth.drop(columns="patient_id")
+    oracle = perfect
+    conditioned = pd.concat([perfect[perfect["image_id"] == "a"],  # b/Mass missed by the classifier
+                             pd.DataFrame({"image_id": ["c"], "finding": ["Mass"], "x": [5], "y": [5], "w": [3],
+                                           "h": [3]})])  # a false call on image c
+    rows = {}
+    for name, det in (("oracle", oracle), ("conditioned", conditioned)):
+        scored = score_boxes(truth, det, (0.5,))
+        rows[name] = summarise(scored, false_positives(truth, det, (0.5,)), ["Mass"], (0.5,)).set_index("metric")["Mass"]
+    assert (rows["oracle"]["acc"], rows["oracle"]["afp"]) == (1.0, 0.0)
+    assert (rows["conditioned"]["acc"], rows["conditioned"]["afp"]) == (0.5, 0.5)
+
+
+def test_heatmap_layer_auto_named_and_its_map_size():
+    from xraypipe.localization import heatmap_layer, heatmap_resolution
+
+    torch.manual_seed(0)
+    model = build_model("resnet18", num_classes=2).eval()
+    auto, linear = heatmap_layer(model, "auto")
+    finer, none = heatmap_layer(model, "layer3")
+    assert auto is model.layer4 and linear is model.fc and finer is model.layer3 and none is None
+    image = np.zeros((96, 96), np.uint8)
+    assert heatmap_resolution(model, auto, image) == [3, 3] and heatmap_resolution(model, finer, image) == [6, 6]
+    maps = heatmaps(model, np.random.default_rng(0).integers(0, 255, (2, 96, 96)).astype(np.uint8), [0, 1],
+                    layer="layer3")
+    assert maps.shape == (2, 96, 96)
+    with pytest.raises(ValueError, match="no such module.*layer4"):
+        heatmap_layer(model, "layer9")
+    with pytest.raises(ValueError, match="CAM uses the layer before the global pool"):
+        heatmap_layer(model, "layer3", "cam")

@@ -122,3 +122,18 @@ def test_image_in_neither_list_is_an_error(tmp_path):
     (root / "test_list.txt").write_text("")
     with pytest.raises(DatasetFormatError, match=r"neither train_val_list nor test_list.*00000002_000.png"):
         read_nih(root)
+
+
+def test_no_finding_is_a_label_only_when_asked_for(tmp_path):
+    """The NIH localization study's ninth output: 1 for 'No Finding' rows, 0 for rows with a finding."""
+    root = tmp_path / "nih"
+    (root / "images").mkdir(parents=True)
+    header = "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position\n"
+    rows = ["a.png,No Finding,0,1,40,F,PA", "b.png,Mass|Effusion,0,2,50,M,AP", "c.png,Mass,1,2,50,M,AP"]
+    (root / "Data_Entry_2017_v2020.csv").write_text(header + "\n".join(rows) + "\n")
+    for name in ("a.png", "b.png", "c.png"):
+        (root / "images" / name).write_bytes(b"")
+    default = read_nih(root)
+    assert "No Finding" not in default.columns and list(default.columns[-14:]) == list(PATHOLOGIES)
+    nine = read_nih(root, pathologies=["Mass", "Effusion", "No Finding"])
+    assert nine["No Finding"].tolist() == [1.0, 0.0, 0.0] and nine["Mass"].tolist() == [0.0, 1.0, 1.0]

@@ -4,6 +4,7 @@ table inside the report's iframe) and a figure (a decoded PNG) must render. Also
 import pandas as pd
 import pytest
 
+from xraypipe.references import WANG_LOCALIZATION_SOURCE
 from chromium import Browser, chromium_or_skip
 from workflow_copy import BIN, load_tiny_config, make_workflow_copy, run
 
@@ -44,7 +45,7 @@ def test_all_tables_and_figures_are_produced(finished_run):
     assert "published: CheXNet (Rajpurkar et al. 2017)" in set(auroc["variant"])
     iobb = pd.read_csv(wf / "results/tables/iobb.csv")
     assert sorted(iobb.loc[iobb["metric"] == "acc", "T"].unique()) == [0.1, 0.25, 0.5, 0.75, 0.9]
-    assert (iobb["variant"] == "published: Wang et al. 2017").sum() == 5
+    assert (iobb["variant"] == f"published: {WANG_LOCALIZATION_SOURCE}").sum() == 5
     figures = sorted(p.name for p in (wf / "results/figures").glob("*.png"))
     assert figures == sorted(["roc_nih_synthetic.png", "label_distribution_nih_synthetic.png",
                               "training_nih_synthetic.png", "confusion_nih_synthetic_resnet18.png",

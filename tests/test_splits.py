@@ -105,3 +105,30 @@ def test_image_level_split_runs_through_splits_and_cache_with_a_warning(tmp_path
     # the same leaking manifest under a patient-wise dataset is refused, naming the file
     with pytest.raises(SplitLeakageError, match="m.csv"):
         build_cache(dataset("patient"), tmp_path / "m.csv", tmp_path / "cache2")
+
+
+def test_per_class_sample_caps_each_label_in_the_training_splits_and_never_touches_test():
+    from xraypipe.splits import sample_per_class
+
+    rows = []
+    for i in range(40):
+        split = ("train", "val", "test")[i % 4 if i % 4 < 3 else 0]
+        rows.append({"image_id": f"{i:03d}", "patient_id": str(i), "split": split,
+                     "Mass": float(i % 2 == 0), "No Finding": float(i % 2 == 1 and i % 5 != 0)})
+    manifest = pd.DataFrame(rows)
+    sampled = sample_per_class(manifest, ["Mass", "No Finding"], max_per_class=3, seed=0)
+    for split in ("train", "val"):
+        part = sampled[sampled["split"] == split]
+        assert part["Mass"].sum() <= 3 and part["No Finding"].sum() <= 3
+        assert ((part["Mass"] == 1) | (part["No Finding"] == 1)).all()  # images of neither label are dropped
+    test = manifest[manifest["split"] == "test"]
+    assert sampled[sampled["split"] == "test"]["image_id"].tolist() == test["image_id"].tolist()
+    # seeded and independent of the file order
+    again = sample_per_class(manifest.iloc[::-1].reset_index(drop=True), ["Mass", "No Finding"], max_per_class=3, seed=0)
+    assert sorted(again["image_id"]) == sorted(sampled["image_id"])
+    other = sample_per_class(manifest, ["Mass", "No Finding"], max_per_class=3, seed=1)
+    assert sorted(other["image_id"]) != sorted(sampled["image_id"])
+    # a cap above every count keeps every labelled image
+    everything = sample_per_class(manifest, ["Mass", "No Finding"], max_per_class=100, seed=0)
+    labelled = manifest[(manifest["split"] == "test") | (manifest["Mass"] == 1) | (manifest["No Finding"] == 1)]
+    assert sorted(everything["image_id"]) == sorted(labelled["image_id"])

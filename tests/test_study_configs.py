@@ -4,6 +4,7 @@ as `snakemake --configfile` merges it) and runs, shrunk, on the synthetic twin o
 import copy
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -12,7 +13,7 @@ from workflow_copy import BIN, make_workflow_copy, run
 from xraypipe.config import validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDIES = ["nih_chexnet", "chexpert_encodings", "mura", "chestxray8", "kermany"]
+STUDIES = ["nih_chexnet", "chexpert_encodings", "mura", "chestxray8", "kermany", "nih_localization"]
 TWIN = {  # reader -> small twin parameters
     "nih": {"n_patients": 40, "follow_ups": [1, 2], "image_size": 64},
     "chexpert": {"n_patients": 40, "n_valid_patients": 12, "image_size": 64, "uncertain_fraction": 0.3},
@@ -56,6 +57,19 @@ def test_chestxray8_config_is_the_study_as_reported():
     assert all((v["regime"], v["lr"], v["optimizer"]) == ("frozen", 1e-4, "adam") for v in probes.values())
 
 
+def test_nih_localization_config_is_the_study_as_reported():
+    cfg = validate_config(merged("nih_localization"), source="config/nih_localization.yaml")
+    from xraypipe.datasets.nih import BOXED_FINDINGS
+
+    ds = cfg["datasets"]["nih_boxed9"]
+    assert ds["pathologies"] == [*BOXED_FINDINGS, "No Finding"]  # 9 outputs
+    assert ds["sample"]["max_per_class"] == 5000 and ds["preprocess"]["image_size"] == 1024
+    v = cfg["variants"]["resnet18_study"]
+    assert (v["model"], v["batch_size"], v["early_stopping_patience"], v["selection_metric"]) == \
+        ("resnet18", 4, 20, "val_loss")
+    assert cfg["evaluation"]["threshold_method"] == "youden"
+
+
 def _local_weights(tmp_path, model_name):
     import torchvision.models as tvm
 
@@ -73,6 +87,8 @@ def test_study_config_runs_shrunk_on_its_twin(tmp_path, study):
     for name in cfg["experiment"]["datasets"]:
         ds = cfg["datasets"][name]
         ds.update(source="synthetic", synthetic=TWIN[ds["reader"]], root=None, download=None)
+        if ds.get("sample"):
+            ds["sample"] = {**ds["sample"], "max_per_class": 6}  # small enough to sample the twin
         ds["preprocess"] = {**ds.get("preprocess", {}), "image_size": 32}
         ds["split"] = {**ds.get("split", {}), "val_fraction": 0.25}  # an image-level split stays one
     for name in cfg["experiment"]["variants"]:
@@ -83,9 +99,21 @@ def test_study_config_runs_shrunk_on_its_twin(tmp_path, study):
             var["weights"] = _local_weights(tmp_path, var["model"])  # offline: a locally created weights file
     cfg["evaluation"] = {**cfg.get("evaluation", {}), "bootstrap_samples": 50}
     cfg["training"] = {**cfg.get("training", {}), "threads": 1}
-    wf = make_workflow_copy(tmp_path / "wf", cfg)
     targets = [f"results/metrics/{d}/{v}.json" for d in cfg["experiment"]["datasets"]
                for v in cfg["experiment"]["variants"]]
+    if study == "nih_localization":  # its localization run too
+        cfg["evaluation"]["localization"] = {**cfg["evaluation"].get("localization", {}), "max_images": 10,
+                                             "box_split": {"min_train_images": 10}}
+        targets += [f"results/localization/{d}/{v}/summary.csv" for d in cfg["experiment"]["datasets"]
+                    for v in cfg["experiment"]["variants"]]
+    wf = make_workflow_copy(tmp_path / "wf", cfg)
     run([str(BIN / "snakemake"), "--cores", "2", *targets], wf, timeout=1200)
     for target in targets:
         assert (wf / target).stat().st_size > 0
+    if study == "nih_localization":
+        manifest = pd.read_csv(wf / "results/splits/nih_boxed9.csv")
+        sampled = manifest[manifest["split"] != "test"]
+        # every kept training image is positive for some label, and the sample is smaller than the twin's splits
+        assert (sampled[cfg["datasets"]["nih_boxed9"]["pathologies"]].sum(axis=1) > 0).all()
+        summary = pd.read_csv(wf / "results/localization/nih_boxed9/resnet18_study/summary.csv")
+        assert summary["localizer"].nunique() == 8

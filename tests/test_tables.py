@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from xraypipe.references import NIH_AUROC, WANG_IOBB_ACC
-from xraypipe.tables import (iobb_table, markdown_table, study_table, with_auroc_references, write_auroc_table,
-                             write_classification_table)
+from xraypipe.tables import (markdown_table, study_table, with_auroc_references, write_auroc_table,
+                             write_classification_table, write_iobb_table)
 
 
 def _metrics(path, a, b):
@@ -57,19 +57,28 @@ def test_classification_table_has_macro_and_seed_rows(tmp_path):
 
 def test_iobb_table_in_wang_layout_with_the_published_row(tmp_path):
     rows = []
-    for t in (0.1, 0.25, 0.5, 0.75, 0.9):
-        rows.append({"T": t, "metric": "acc", "Mass": 0.5, "Nodule": 0.25})
-        rows.append({"T": t, "metric": "afp", "Mass": 1.0, "Nodule": 0.0})
+    for localizer in ("gradcam/threshold", "gradcam/threshold (oracle class)"):
+        for t in (0.1, 0.25, 0.5, 0.75, 0.9):
+            rows.append({"localizer": localizer, "T": t, "metric": "acc", "Mass": 0.5, "Nodule": 0.25})
+            rows.append({"localizer": localizer, "T": t, "metric": "acc_ci_low", "Mass": 0.4, "Nodule": 0.125})
+            rows.append({"localizer": localizer, "T": t, "metric": "acc_ci_high", "Mass": 0.6, "Nodule": np.nan})
+            rows.append({"localizer": localizer, "T": t, "metric": "afp", "Mass": 1.0, "Nodule": 0.0})
     pd.DataFrame(rows).to_csv(tmp_path / "s.csv", index=False)
-    table = iobb_table({("nih_synthetic", "r"): tmp_path / "s.csv"}, {"nih_synthetic": "nih"})
+    table = write_iobb_table({("nih_synthetic", "r"): tmp_path / "s.csv"}, tmp_path / "i.csv", tmp_path / "i.md",
+                             {"nih_synthetic": "nih"})
     wang = table[table["kind"] == "published"].set_index("T")
     assert list(wang.index) == [0.1, 0.25, 0.5, 0.75, 0.9]
     assert wang.loc[0.5, "Mass"] == WANG_IOBB_ACC[0.5]["Mass"] == 0.1411
-    diff = table[(table["kind"] == "difference") & (table["T"] == 0.1)].iloc[0]
-    assert diff["Nodule"] == pytest.approx(0.25 - 0.1645)
-    # rows: for each T the measured, published and difference acc rows together, then afp
-    assert table["metric"].tolist()[:3] == ["acc"] * 3 and table["kind"].tolist()[:3] == ["measured", "published",
-                                                                                         "difference"]
+    diff = table[(table["kind"] == "difference") & (table["T"] == 0.1)]
+    assert diff["localizer"].tolist() == ["gradcam/threshold (oracle class)"]  # Wang et al.'s setting only
+    assert diff.iloc[0]["Nodule"] == pytest.approx(0.25 - 0.1645)
+    # rows: for each T the measured, published and difference acc rows together, then the CI rows, then afp
+    assert table["metric"].tolist()[:4] == ["acc"] * 4 and table["kind"].tolist()[:4] == [
+        "measured", "measured", "published", "difference"]
+    # Markdown: each measured hit fraction with its CI in one cell, the CI rows folded in
+    md = (tmp_path / "i.md").read_text()
+    assert "| nih_synthetic | r | gradcam/threshold | measured | 0.100 | acc | 0.500 [0.400, 0.600] | 0.250 |" in md
+    assert "acc_ci_low" not in md and "| afp |" in md
 
 
 def test_study_table_with_mura_reference():

@@ -136,3 +136,25 @@ def test_gpu_switches_are_harmless_on_cpu(tmp_path):
         assert amp_dtype(device) is None
         with pytest.raises(RuntimeError, match="no CUDA device"):
             select_device("cuda")
+
+
+def test_selection_by_validation_loss_picks_the_lowest_loss_epoch(tmp_path):
+    """selection_metric val_loss (the NIH localization study): the saved epoch is the one with the lowest
+    validation loss, and early stopping counts epochs since that one."""
+    from xraypipe.train import selection_score
+
+    assert selection_score({"val_loss": 0.3, "val_mean_auroc": 0.7}, "val_loss") == -0.3
+    with pytest.raises(ValueError, match="selection_metric"):
+        selection_score({"val_loss": 0.3}, "accuracy")
+    cache = make_cache(tmp_path / "cache", n=(96, 32, 8))
+    out = tmp_path / "by_loss"
+    variant = {**VARIANT, "selection_metric": "val_loss", "epochs": 5}
+    train_variant(cache_dir=cache, pathologies=PATHOLOGIES, variant=variant, training=TRAINING,
+                  model_out=out / "model.pt", history_out=out / "history.csv", checkpoint_path=out / "last.pt",
+                  threads=1, progress=False)
+    history = pd.read_csv(out / "history.csv")
+    _, meta = load_trained_model(out / "model.pt")
+    assert meta["best_epoch"] == int(history.loc[history["val_loss"].idxmin(), "epoch"])
+    assert meta["selection_metric"] == "val_loss"
+    assert meta["best_val_mean_auroc"] == pytest.approx(
+        float(history.loc[history["epoch"] == meta["best_epoch"], "val_mean_auroc"].iloc[0]))

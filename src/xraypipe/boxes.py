@@ -226,11 +226,15 @@ def scoring_split(boxes_csv, index: pd.DataFrame, image_size: int, resize: str, 
 
 
 # ------------------------------------------------------------------------------------------------ scoring
+CRITERIA = {"iobb": "", "iou": "_iou"}  # overlap criterion -> suffix of its hit/fp columns and summary metrics
+
+
 def score_boxes(truth: pd.DataFrame, detected: pd.DataFrame, thresholds=IOBB_THRESHOLDS) -> pd.DataFrame:
     """Per ground-truth box: the best IoBB and IoU over the detected boxes of the same image and finding.
 
-    ``truth``: image_id, finding, x, y, w, h; ``detected``: the same columns (several boxes per pair allowed).
-    Adds ``best_iobb``, ``best_iou`` and ``hit_<T>`` (best IoBB > T) columns.
+    ``truth``: image_id, finding, x, y, w, h (and any other columns, kept: patient_id for the bootstrap);
+    ``detected``: the same columns (several boxes per pair allowed). Adds ``best_iobb``, ``best_iou``, ``hit_<T>``
+    (best IoBB > T) and ``hit_iou_<T>`` (best IoU > T) columns.
     """
     det = {k: g[["x", "y", "w", "h"]].to_numpy(float) for k, g in detected.groupby(["image_id", "finding"])}
     best_iobb, best_iou = [], []
@@ -242,46 +246,135 @@ def score_boxes(truth: pd.DataFrame, detected: pd.DataFrame, thresholds=IOBB_THR
     out = truth.copy()
     out["best_iobb"] = best_iobb
     out["best_iou"] = best_iou
-    for t in thresholds:
-        out[f"hit_{t:g}"] = out["best_iobb"] > t
+    for criterion, suffix in CRITERIA.items():
+        for t in thresholds:
+            out[f"hit{suffix}_{t:g}"] = out[f"best_{criterion}"] > t
     return out
 
 
 def false_positives(truth: pd.DataFrame, detected: pd.DataFrame, thresholds=IOBB_THRESHOLDS) -> pd.DataFrame:
-    """Per (image, finding) scored: the number of detected boxes with IoBB <= T against every ground-truth box
-    of that finding in that image. Columns image_id, finding, n_detected, fp_<T>."""
+    """Per (image, finding) with a ground-truth box or a detected box: the number of detected boxes whose best
+    IoBB (``fp_<T>``) or IoU (``fp_iou_<T>``) against the ground-truth boxes of that finding in that image is
+    <= T. A box of a finding the image has no ground-truth box of is a false positive at every T (a localizer
+    conditioned on the classifier draws such boxes when the classifier is wrong). Columns image_id, finding,
+    has_truth, n_detected, fp_<T>, fp_iou_<T>."""
     gts = {k: g[["x", "y", "w", "h"]].to_numpy(float) for k, g in truth.groupby(["image_id", "finding"])}
+    dets = {k: g[["x", "y", "w", "h"]].to_numpy(float) for k, g in detected.groupby(["image_id", "finding"])}
+    columns = ["image_id", "finding", "has_truth", "n_detected"] + [
+        f"fp{suffix}_{t:g}" for suffix in CRITERIA.values() for t in thresholds]
     rows = []
-    for (image_id, finding), gt in gts.items():
-        boxes = detected[(detected["image_id"] == image_id) & (detected["finding"] == finding)]
-        boxes = boxes[["x", "y", "w", "h"]].to_numpy(float)
-        best = np.array([max(iobb(b, g) for g in gt) for b in boxes]) if len(boxes) else np.zeros(0)
-        row = {"image_id": image_id, "finding": finding, "n_detected": int(len(boxes))}
-        for t in thresholds:
-            row[f"fp_{t:g}"] = int((best <= t).sum())
+    for key in sorted(set(gts) | set(dets)):
+        gt, boxes = gts.get(key, np.zeros((0, 4))), dets.get(key, np.zeros((0, 4)))
+        row = {"image_id": key[0], "finding": key[1], "has_truth": bool(len(gt)), "n_detected": int(len(boxes))}
+        for criterion, suffix in CRITERIA.items():
+            overlap = iobb if criterion == "iobb" else iou
+            best = np.array([max((overlap(b, g) for g in gt), default=0.0) for b in boxes])
+            for t in thresholds:
+                row[f"fp{suffix}_{t:g}"] = int((best <= t).sum()) if len(boxes) else 0
         rows.append(row)
-    return pd.DataFrame(rows, columns=["image_id", "finding", "n_detected"] + [f"fp_{t:g}" for t in thresholds])
+    return pd.DataFrame(rows, columns=columns)
 
 
-def summarise(scored: pd.DataFrame, fps: pd.DataFrame, findings, thresholds=IOBB_THRESHOLDS) -> pd.DataFrame:
-    """Wang et al.'s layout: rows (T, metric) with metric ``acc`` (fraction of ground-truth boxes hit at
-    IoBB > T) and ``afp`` (average false positives per image), then ``mean_iobb``/``mean_iou`` rows of the
-    best match per box, and ``n_boxes``; one column per finding (NaN where the finding has no box)."""
+def hit_fraction_ci(hits, groups, *, n_boot: int, level: float, seed: int) -> tuple[float, float]:
+    """Percentile bootstrap CI of a hit fraction, resampling ``groups`` (patients) with the AUROC's bootstrap
+    (``xraypipe.metrics.bootstrap_weights``): boxes of one patient are correlated, like images."""
+    from xraypipe.metrics import bootstrap_weights, percentile_interval
+
+    hits = np.asarray(hits, dtype=float)
+    if not n_boot or not len(hits):
+        return float("nan"), float("nan")
+    weights = bootstrap_weights(len(hits), n_boot, seed, groups)
+    return percentile_interval(weights @ hits / weights.sum(axis=1), (1 - level) / 2)
+
+
+def bootstrap_settings(evaluation: dict) -> dict:
+    """``summarise``'s bootstrap keywords from the config's ``evaluation`` section (the AUROC's settings)."""
+    return {"n_boot": int(evaluation["bootstrap_samples"]), "level": float(evaluation["ci_level"]),
+            "seed": int(evaluation["seed"]), "unit": str(evaluation["bootstrap_unit"])}
+
+
+def summarise(scored: pd.DataFrame, fps: pd.DataFrame, findings, thresholds=IOBB_THRESHOLDS, *, n_boot: int = 0,
+              level: float = 0.95, seed: int = 0, unit: str = "patient") -> pd.DataFrame:
+    """Wang et al.'s layout, for IoBB and for IoU: rows (T, metric), one column per finding (NaN where the finding
+    has no box).
+
+    Per T: ``acc`` (fraction of ground-truth boxes with IoBB > T), ``acc_ci_low``/``acc_ci_high`` (its
+    ``level`` bootstrap CI, ``n_boot`` resamples; ``unit`` patient: clustered by the ``patient_id`` column of
+    ``scored``, else, or without that column, each box is resampled alone), ``afp`` (false-positive boxes of the finding, from every scored image, per
+    scored image with a ground-truth box of it: Wang et al.'s denominator, the same for oracle-class and
+    classifier-conditioned localizers), and the same four with IoU (``acc_iou``, ``acc_iou_ci_low``,
+    ``acc_iou_ci_high``, ``afp_iou``). Then ``mean_iobb``/``mean_iou`` of the best match per box, ``n_boxes`` and
+    ``n_images`` (the AFP denominator)."""
     rows = []
-    for t in thresholds:
-        acc = {"T": t, "metric": "acc"}
-        afp = {"T": t, "metric": "afp"}
-        for f in findings:
-            part = scored[scored["finding"] == f]
-            acc[f] = float(part[f"hit_{t:g}"].mean()) if len(part) else np.nan
-            fpart = fps[fps["finding"] == f]
-            afp[f] = float(fpart[f"fp_{t:g}"].mean()) if len(fpart) else np.nan
-        rows += [acc, afp]
+    by_finding = {f: scored[scored["finding"] == f] for f in findings}
+    fp_by_finding = {f: fps[fps["finding"] == f] for f in findings}
+    n_images = {f: int(part["image_id"].nunique()) for f, part in by_finding.items()}
+    for suffix in CRITERIA.values():
+        for t in thresholds:
+            acc = {"T": t, "metric": f"acc{suffix}"}
+            low = {"T": t, "metric": f"acc{suffix}_ci_low"}
+            high = {"T": t, "metric": f"acc{suffix}_ci_high"}
+            afp = {"T": t, "metric": f"afp{suffix}"}
+            for f in findings:
+                part = by_finding[f]
+                if not len(part):
+                    acc[f] = low[f] = high[f] = afp[f] = np.nan
+                    continue
+                hits = part[f"hit{suffix}_{t:g}"].to_numpy(bool)
+                acc[f] = float(hits.mean())
+                groups = part["patient_id"].astype(str).to_numpy() if unit == "patient" and \
+                    "patient_id" in part.columns else None
+                low[f], high[f] = hit_fraction_ci(hits, groups, n_boot=n_boot, level=level, seed=seed)
+                afp[f] = float(fp_by_finding[f][f"fp{suffix}_{t:g}"].sum()) / n_images[f]
+            rows += [acc, low, high, afp]
     for metric, col in (("mean_iobb", "best_iobb"), ("mean_iou", "best_iou")):
         row = {"T": np.nan, "metric": metric}
         for f in findings:
-            part = scored[scored["finding"] == f]
+            part = by_finding[f]
             row[f] = float(part[col].mean()) if len(part) else np.nan
         rows.append(row)
-    rows.append({"T": np.nan, "metric": "n_boxes", **{f: int((scored["finding"] == f).sum()) for f in findings}})
+    rows.append({"T": np.nan, "metric": "n_boxes", **{f: int(len(by_finding[f])) for f in findings}})
+    rows.append({"T": np.nan, "metric": "n_images", **n_images})
     return pd.DataFrame(rows, columns=["T", "metric", *findings])
+
+
+# ------------------------------------------------------------------------------------------------ conditioning
+def classifier_positive(predictions: pd.DataFrame, thresholds: dict, findings) -> pd.DataFrame:
+    """Long table image_id, finding, probability, threshold, positive (probability >= threshold) for ``findings``.
+
+    A null threshold (the validation split had no positives or no negatives of that finding, so no operating point
+    could be chosen) makes no positive call: that finding is never localized by a conditioned localizer."""
+    parts = []
+    for f in findings:
+        if f"prob_{f}" not in predictions.columns:
+            raise ValueError(f"predictions lack column prob_{f} (the classifier was not trained on {f})")
+        if f not in thresholds:
+            raise ValueError(f"thresholds.json has no threshold for {f}")
+        prob = predictions[f"prob_{f}"].astype(float)
+        threshold = float("nan") if thresholds[f] is None else float(thresholds[f])
+        parts.append(pd.DataFrame({"image_id": predictions["image_id"].astype(str), "finding": f,
+                                   "probability": prob, "threshold": threshold,
+                                   "positive": prob >= threshold}))  # NaN threshold: False
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+        columns=["image_id", "finding", "probability", "threshold", "positive"])
+
+
+def condition_on_classifier(detected: pd.DataFrame, positives: pd.DataFrame) -> pd.DataFrame:
+    """Add ``classifier_positive`` to the detected boxes (False where the classifier has no prediction)."""
+    merged = detected.merge(positives[["image_id", "finding", "positive"]], on=["image_id", "finding"], how="left")
+    return merged.assign(classifier_positive=merged.pop("positive").fillna(False).astype(bool))
+
+
+def read_classifier_positives(predictions_csv, thresholds_json, image_ids, findings) -> pd.DataFrame:
+    """``classifier_positive`` for the given images from the predict stage's CSV and the evaluate stage's
+    thresholds.json (thresholds chosen on validation); an image without a prediction is an error naming it."""
+    import json
+
+    predictions = pd.read_csv(predictions_csv, dtype={"image_id": str, "patient_id": str})
+    wanted = pd.Index(pd.unique(pd.Series(list(image_ids), dtype=str)))
+    missing = wanted.difference(predictions["image_id"])
+    if len(missing):
+        raise ValueError(f"{predictions_csv}: no prediction for scoring image {missing[0]!r}")
+    threshold_file = json.loads(Path(thresholds_json).read_text())
+    return classifier_positive(predictions[predictions["image_id"].isin(wanted)],
+                               threshold_file.get("thresholds", {}), findings)

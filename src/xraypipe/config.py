@@ -100,7 +100,8 @@ def _check_references(config: dict, source: str) -> None:
         for option in ("body_parts",):
             if ds.get(option) is not None and option not in datasets.READERS.get(ds["reader"]).options:
                 problems.append(f"{source}: datasets.{name}.{option}: not supported by reader {ds['reader']!r}")
-        known = datasets.READERS.get(ds["reader"]).pathologies
+        reader = datasets.READERS.get(ds["reader"])
+        known = list(reader.pathologies) + list(reader.extra_labels)
         for p in ds.get("pathologies") or []:
             if p not in known:
                 close = difflib.get_close_matches(p, known, n=1)

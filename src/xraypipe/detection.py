@@ -25,7 +25,6 @@ trained on the NIH ground-truth boxes (the NIH localization study's detection va
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -295,45 +294,21 @@ def predict_boxes(model, images: np.ndarray, findings, *, score_threshold: float
     return pd.DataFrame(rows, columns=["position", "finding", "rank", "x", "y", "w", "h", "score"])
 
 
-def classifier_positive(predictions: pd.DataFrame, thresholds: dict, findings) -> pd.DataFrame:
-    """Long table image_id, finding, probability, threshold, positive (probability >= threshold) for ``findings``.
-
-    A null threshold (the validation split had no positives or no negatives of that finding, so no operating point
-    could be chosen) makes no positive call: its boxes are dropped from the conditioned localizer."""
-    parts = []
-    for f in findings:
-        if f"prob_{f}" not in predictions.columns:
-            raise ValueError(f"predictions lack column prob_{f} (the classifier was not trained on {f})")
-        if f not in thresholds:
-            raise ValueError(f"thresholds.json has no threshold for {f}")
-        prob = predictions[f"prob_{f}"].astype(float)
-        threshold = float("nan") if thresholds[f] is None else float(thresholds[f])
-        parts.append(pd.DataFrame({"image_id": predictions["image_id"].astype(str), "finding": f,
-                                   "probability": prob, "threshold": threshold,
-                                   "positive": prob >= threshold}))  # NaN threshold: False
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
-        columns=["image_id", "finding", "probability", "threshold", "positive"])
-
-
-def condition_on_classifier(detected: pd.DataFrame, positives: pd.DataFrame) -> pd.DataFrame:
-    """Add ``classifier_positive`` to the detected boxes (False where the classifier has no prediction)."""
-    merged = detected.merge(positives[["image_id", "finding", "positive"]], on=["image_id", "finding"], how="left")
-    return merged.assign(classifier_positive=merged.pop("positive").fillna(False).astype(bool))
-
-
 def detect(*, detector_path, cache_dir, boxes_csv, predictions_csv, thresholds_json, resize: str, cfg: dict,
-           out_dir, threads: int = 1, device_preference: str = "auto") -> dict:
+           out_dir, threads: int = 1, device_preference: str = "auto", bootstrap: dict | None = None) -> dict:
     """The detect stage for one dataset x classifier variant: detector boxes on the scoring images, conditioned on
     the classifier's positive findings, scored exactly like the Grad-CAM boxes.
 
     Writes into ``out_dir``: detected.csv (every detector box with ``classifier_positive``), scored.csv (per
     ground-truth box and localizer), summary.csv (Wang et al.'s layout, a ``localizer`` column: ``<detector>``
     conditioned, ``<detector>/unconditioned``), box_split.csv (every box's role) and info.json (counts).
+    ``bootstrap``: ``summarise``'s n_boot/level/seed for the hit fractions' CIs.
     """
     import torch
 
     from xraypipe.atomic import write_csv, write_json
-    from xraypipe.boxes import IOBB_THRESHOLDS, false_positives, score_boxes, summarise
+    from xraypipe.boxes import (IOBB_THRESHOLDS, condition_on_classifier, false_positives,
+                                read_classifier_positives, score_boxes, summarise)
     from xraypipe.preprocess import load_cache_index, load_cache_split
     from xraypipe.inference import select_device
 
@@ -361,13 +336,7 @@ def detect(*, detector_path, cache_dir, boxes_csv, predictions_csv, thresholds_j
         pd.DataFrame(columns=["position", "finding", "rank", "x", "y", "w", "h", "score"])
     detected = raw.assign(image_id=images["image_id"].to_numpy()[raw["position"].to_numpy(int)],
                           cache_row=images["cache_row"].to_numpy()[raw["position"].to_numpy(int)]).drop(columns="position")
-    predictions = pd.read_csv(predictions_csv, dtype={"image_id": str, "patient_id": str})
-    missing = sorted(set(images["image_id"]) - set(predictions["image_id"]))
-    if missing:
-        raise ValueError(f"{predictions_csv}: no prediction for scoring image {missing[0]!r}")
-    threshold_file = json.loads(Path(thresholds_json).read_text())
-    positives = classifier_positive(predictions[predictions["image_id"].isin(images["image_id"])],
-                                    threshold_file.get("thresholds", {}), findings)
+    positives = read_classifier_positives(predictions_csv, thresholds_json, images["image_id"], findings)
     detected = condition_on_classifier(detected, positives)[["image_id", "cache_row", "finding", "rank", "x", "y", "w",
                                                              "h", "score", "classifier_positive"]]
     name = meta["architecture"]
@@ -375,7 +344,8 @@ def detect(*, detector_path, cache_dir, boxes_csv, predictions_csv, thresholds_j
     for localizer, subset in ((name, detected[detected["classifier_positive"]]), (f"{name}/unconditioned", detected)):
         scored = score_boxes(truth[["image_id", "finding", "x", "y", "w", "h", "cache_row", "patient_id"]], subset,
                              thresholds)
-        summary = summarise(scored, false_positives(truth, subset, thresholds), findings, thresholds)
+        summary = summarise(scored, false_positives(truth, subset, thresholds), findings, thresholds,
+                            **(bootstrap or {}))
         scored_parts.append(scored.assign(localizer=localizer))
         summaries.append(summary.assign(localizer=localizer))
     write_csv(out_dir / "detected.csv", detected)

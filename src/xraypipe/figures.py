@@ -145,8 +145,13 @@ def confusion_figure(metrics_json, out_png, title: str = "") -> None:
     _save(fig, out_png)
 
 
+BOX_COLOURS = {"threshold": "red", "heuristic": "orange", "wang60": "cyan", "wang180": "magenta"}
+
+
 def draw_overlay(ax, image: np.ndarray, heat: np.ndarray | None, truth=(), detected=(), title: str = "") -> None:
-    """Gray image, heatmap (jet, alpha by heat), ground-truth boxes green, detected boxes red."""
+    """Gray image, heatmap (jet, alpha by heat), ground-truth boxes green, detected boxes dashed.
+
+    ``detected``: boxes (x, y, w, h), drawn red, or a dict colour -> boxes (one colour per localizer)."""
     from matplotlib.patches import Rectangle
 
     ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
@@ -154,41 +159,66 @@ def draw_overlay(ax, image: np.ndarray, heat: np.ndarray | None, truth=(), detec
         ax.imshow(heat, cmap="jet", alpha=0.35 * (heat > 0.05) + 0.1, vmin=0, vmax=1, interpolation="bilinear")
     for (x, y, w, h) in truth:
         ax.add_patch(Rectangle((x - 0.5, y - 0.5), w, h, fill=False, edgecolor="lime", lw=1.6))
-    for (x, y, w, h) in detected:
-        ax.add_patch(Rectangle((x - 0.5, y - 0.5), w, h, fill=False, edgecolor="red", lw=1.2, ls="--"))
-    ax.set_title(title, fontsize=8)
+    for colour, boxes in (detected.items() if isinstance(detected, dict) else [("red", detected)]):
+        for (x, y, w, h) in boxes:
+            ax.add_patch(Rectangle((x - 0.5, y - 0.5), w, h, fill=False, edgecolor=colour, lw=1.2, ls="--"))
+    ax.set_title(title, fontsize=7)
     ax.set_axis_off()
 
 
 def gradcam_figure(heatmaps_npz, scored_csv, detected_csv, info_json, test_array, out_png, title: str = "") -> None:
-    """Overlays for the pairs saved by the localize stage (a few test images per finding); ``test_array``: the
-    cached test split the heatmaps' cache rows index."""
+    """One row per finding: the test images saved by the localize stage (``overlays_per_finding``), each with its
+    ground-truth box (green), the heatmap of that finding and every box method's boxes (a colour each, the IoBB of
+    its best box in the title). ``test_array``: the cached test split the heatmaps' cache rows index."""
+    from matplotlib.lines import Line2D
+
     plt = _plt()
     with np.load(heatmaps_npz) as z:
         maps, image_ids, rows, findings = z["heatmaps"].astype(np.float32), z["image_id"], z["cache_row"], z["finding"]
     scored = pd.read_csv(scored_csv, dtype={"image_id": str})
     detected = pd.read_csv(detected_csv, dtype={"image_id": str})
     info = json.loads(Path(info_json).read_text())
-    if "box_method" in detected.columns:  # the localize stage scores every box method; draw the configured one
-        detected = detected[detected["box_method"] == info["box_method"]]
-        scored = scored[scored["box_method"] == info["box_method"]]
     if len(maps) == 0:
         fig, ax = plt.subplots(figsize=(5, 1.5))
         ax.text(0.5, 0.5, "no test image with a ground-truth box", ha="center", va="center")
         ax.set_axis_off()
         _save(fig, out_png)
         return
+    # the heatmaps explain the ground-truth finding: draw the oracle-class boxes of each box method
+    if "ground_truth_pair" in detected.columns:
+        detected = detected[detected["ground_truth_pair"].astype(bool)]
+    if "localizer" in scored.columns:
+        scored = scored[scored["localizer"].str.endswith("(oracle class)")]
+    methods = [m for m in info["box_methods"] if m in BOX_COLOURS]
     images = np.load(test_array, mmap_mode="r")
-    n_rows, n_cols = _grid(len(maps), max_cols=4)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.8 * n_cols, 3.0 * n_rows), squeeze=False)
-    for ax, heat, image_id, row, finding in zip(axes.flat, maps, image_ids, rows, findings):
-        gt = scored[(scored["image_id"] == image_id) & (scored["finding"] == finding)]
-        det = detected[(detected["image_id"] == image_id) & (detected["finding"] == finding)]
-        best = gt["best_iobb"].max() if len(gt) else float("nan")
-        draw_overlay(ax, np.asarray(images[int(row)]), heat, gt[["x", "y", "w", "h"]].to_numpy(),
-                     det[["x", "y", "w", "h"]].to_numpy(), f"{finding}\n{image_id} IoBB={best:.2f}")
-    for ax in list(axes.flat)[len(maps):]:
-        ax.axis("off")
-    fig.suptitle(title or f"{info['method']} heatmaps; green: ground truth, red: detected ({info['box_method']})")
-    fig.tight_layout()
+    order = list(dict.fromkeys(findings.tolist()))
+    n_cols = max(int((findings == f).sum()) for f in order)
+    fig, axes = plt.subplots(len(order), n_cols, figsize=(2.8 * n_cols, 3.1 * len(order)), squeeze=False)
+    for r, finding in enumerate(order):
+        picks = np.flatnonzero(findings == finding)
+        for c in range(n_cols):
+            ax = axes[r, c]
+            if c >= len(picks):
+                ax.axis("off")
+                continue
+            k = picks[c]
+            image_id = image_ids[k]
+            pair = (detected["image_id"] == image_id) & (detected["finding"] == finding)
+            gt = scored[(scored["image_id"] == image_id) & (scored["finding"] == finding)]
+            boxes = {BOX_COLOURS[m]: detected[pair & (detected.get("box_method", m) == m)][["x", "y", "w", "h"]]
+                     .to_numpy() for m in methods}
+            scores = []
+            for m in methods:
+                part = gt[gt["box_method"] == m] if "box_method" in gt.columns else gt
+                scores.append(f"{m} {part['best_iobb'].max():.2f}" if len(part) else f"{m} -")
+            draw_overlay(ax, np.asarray(images[int(rows[k])]), maps[k],
+                         gt.drop_duplicates(["x", "y", "w", "h"])[["x", "y", "w", "h"]].to_numpy(), boxes,
+                         f"{finding} {image_id}\nIoBB " + ", ".join(scores))
+    handles = [Line2D([], [], color="lime", lw=1.6, label="ground truth")] + [
+        Line2D([], [], color=BOX_COLOURS[m], lw=1.2, ls="--", label=m) for m in methods]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    layer = info.get("heatmap") or {}
+    where = f" ({layer['layer']}, {layer['map_size']} map)" if layer.get("map_size") else ""
+    fig.suptitle(title or f"{info['method']} heatmaps of the ground-truth finding{where}; boxes by box method")
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     _save(fig, out_png)

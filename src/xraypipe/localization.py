@@ -17,6 +17,7 @@ Boxes are ``(x, y, w, h)`` in continuous pixel coordinates: pixel (row i, column
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -77,14 +78,48 @@ def _cam_class():
     return CAM
 
 
+def heatmap_layer(model, layer: str = "auto", method: str = "gradcam"):
+    """(layer module, linear head or None) that ``heatmaps`` explains: ``cam_layers`` for ``auto``, else the named
+    module (Grad-CAM only: CAM's weights belong to the layer feeding the global pool)."""
+    if layer in (None, "", "auto"):
+        return cam_layers(model)
+    if method == "cam":
+        raise ValueError(f"localization layer {layer!r}: CAM uses the layer before the global pool; set layer: auto "
+                         "or method: gradcam")
+    try:
+        return model.get_submodule(layer), None
+    except AttributeError:
+        names = [n for n, m in model.named_children()]
+        raise ValueError(f"localization layer {layer!r}: {type(model).__name__} has no such module (its top-level "
+                         f"modules: {', '.join(names)})") from None
+
+
+def heatmap_resolution(model, layer, image: np.ndarray, normalization=None) -> list[int]:
+    """[height, width] of ``layer``'s activations for one cached ``image`` (S x S uint8): the heatmap's true grid
+    before it is upsampled to the image."""
+    import torch
+
+    from xraypipe.standardize import Normalization
+
+    norm = Normalization.from_meta(normalization) if normalization is not None else Normalization("fixed", 0.5, 0.25)
+    shape = []
+    handle = layer.register_forward_hook(lambda module, inputs, output: shape.extend(output.shape[-2:]))
+    try:
+        with torch.no_grad():
+            model.eval()(norm.apply(np.asarray(image)[None]).to(next(model.parameters()).device))
+    finally:
+        handle.remove()
+    return [int(v) for v in shape[:2]]
+
+
 def heatmaps(model, images: np.ndarray, classes, *, method: str = "gradcam", batch_size: int = 32,
-             mean: float = 0.5, std: float = 0.25, device=None, normalization=None) -> np.ndarray:
+             mean: float = 0.5, std: float = 0.25, device=None, normalization=None, layer: str = "auto") -> np.ndarray:
     """Class heatmaps in [0, 1] at the input resolution: one per (image, class) pair.
 
     ``images``: N x S x S uint8 (the cache's format); ``classes``: N class indices (which output to explain).
     Returns N x S x S float32; each map is min-max scaled by the library (0 = no evidence).
     ``normalization``: the model file's ``metadata['normalization']`` (any method of ``xraypipe.standardize``);
-    without it, ``(u / 255 - mean) / std`` with the scalar ``mean``/``std``.
+    without it, ``(u / 255 - mean) / std`` with the scalar ``mean``/``std``. ``layer``: ``heatmap_layer``'s.
     """
     from xraypipe.standardize import Normalization
 
@@ -101,14 +136,14 @@ def heatmaps(model, images: np.ndarray, classes, *, method: str = "gradcam", bat
     model = model.eval()
     if device is not None:
         model = model.to(device)
-    layer, linear = cam_layers(model)
+    target, linear = heatmap_layer(model, layer, method)
     if method == "cam":
         if linear is None:
             raise ValueError(f"CAM needs a global-average-pool + linear head; {type(model).__name__} has none "
                              "(use method gradcam)")
-        explainer = _cam_class()(model, [layer], linear)
+        explainer = _cam_class()(model, [target], linear)
     else:
-        explainer = GradCAM(model=model, target_layers=[layer])
+        explainer = GradCAM(model=model, target_layers=[target])
     out = np.zeros(images.shape, dtype=np.float32)
     if len(images) == 0:
         return out
@@ -202,23 +237,63 @@ def heuristic_box(heat: np.ndarray, mean_size: tuple[float, float], threshold: f
 
 # ------------------------------------------------------------------------------------------------ the stage
 
-def localize(*, model_path, cache_dir, boxes_csv, resize: str, cfg: dict, out_dir, threads: int = 1) -> dict:
-    """The localize stage for one dataset x variant: heatmaps for every (scoring image, boxed finding) pair, boxes
-    by BOTH box methods (threshold + connected components, the NIH localization study's heuristic) from the same heatmaps, per-box
-    scores and Wang et al.'s summary per box method.
+ORACLE_SUFFIX = " (oracle class)"  # localizer-name suffix of the rows explaining the ground-truth finding
+
+
+def localizer_names(method: str) -> list[str]:
+    """The localize stage's localizers: per box method, classifier-conditioned (the main rows) and oracle class."""
+    return [f"{method}/{name}{suffix}" for name in BOX_METHODS for suffix in ("", ORACLE_SUFFIX)]
+
+
+def boxes_for_pair(heat: np.ndarray, box_method: str, cfg: dict, mean_size) -> list[dict]:
+    """One heatmap's boxes by one box method (``cfg``: evaluation.localization)."""
+    if box_method in WANG_LEVELS:
+        return wang_boxes(heat, WANG_LEVELS[box_method])
+    if box_method == "heuristic":
+        h = cfg["heuristic"]
+        return heuristic_box(heat, mean_size, threshold=float(h["threshold"]), max_area=float(h["max_box_area"]),
+                             keep=int(h["candidates"]))
+    return threshold_boxes(heat, float(cfg["heat_threshold"]), int(cfg["max_boxes"]))
+
+
+def heatmap_pairs(gt_pairs: pd.DataFrame, images: pd.DataFrame, positives: pd.DataFrame) -> pd.DataFrame:
+    """The (image, finding) pairs to explain: the ground-truth pairs (``gt_pairs``: image_id, cache_row, finding)
+    and, on the scoring ``images`` (image_id, cache_row), every finding the classifier calls positive
+    (``positives``: ``xraypipe.boxes.classifier_positive``'s table). Flags ``ground_truth_pair`` and
+    ``classifier_positive``; sorted by cache row and finding."""
+    keys = ["image_id", "cache_row", "finding"]
+    called = images[["image_id", "cache_row"]].merge(
+        positives.loc[positives["positive"].astype(bool), ["image_id", "finding"]], on="image_id")[keys]
+    pairs = pd.concat([gt_pairs[keys], called]).drop_duplicates().reset_index(drop=True)
+    pairs["ground_truth_pair"] = pairs.set_index(keys).index.isin(gt_pairs.set_index(keys).index)
+    pairs["classifier_positive"] = pairs.set_index(keys).index.isin(called.set_index(keys).index)
+    return pairs.sort_values(["cache_row", "finding"], kind="stable").reset_index(drop=True)
+
+
+def localize(*, model_path, cache_dir, boxes_csv, predictions_csv, thresholds_json, resize: str, cfg: dict,
+             out_dir, threads: int = 1, bootstrap: dict | None = None) -> dict:
+    """The localize stage for one dataset x variant: heatmaps on the scoring images, boxes by every box method from
+    the same heatmaps, per-box scores and Wang et al.'s summary (IoBB and IoU, AFP, bootstrap CIs) per localizer.
+
+    Two heatmap sets share one pass: the findings the classifier calls positive at its validation-chosen
+    thresholds (``thresholds_json``, the evaluate stage's; ``predictions_csv``: the test split's predictions), which
+    give the main rows ``<method>/<box method>`` (a ground-truth box of a finding the classifier misses is a miss,
+    a box of a finding the image does not have is a false positive); and the ground-truth findings of each image,
+    which give the ``... (oracle class)`` rows, the setting of Wang et al.'s table.
 
     The scoring images are ``xraypipe.detection.box_split``'s ``scoring`` role (the boxed test images, capped at
     ``cfg['max_images']``; on datasets whose training splits hold too few boxes, a patient-wise part of them), so
     the Grad-CAM boxes and the detector are scored on the same boxes.
 
-    Writes into ``out_dir``: ``detected.csv`` and ``scored.csv`` (a ``box_method`` column), ``summary.csv`` (a
-    ``localizer`` column ``<method>/<box method>``, rows T x acc/afp, columns findings) and ``heatmaps.npz`` (the
-    first ``cfg['overlays_per_finding']`` pairs per finding, for the overlay figure, which draws the boxes of
-    ``cfg['box_method']``). A dataset without a box file gets empty outputs.
+    Writes into ``out_dir``: ``detected.csv`` (``box_method``, ``ground_truth_pair``, ``classifier_positive``
+    columns), ``scored.csv`` (a ``localizer`` column), ``summary.csv`` (``localizer``, rows T x metric, columns
+    findings; ``xraypipe.boxes.summarise``) and ``heatmaps.npz`` (the first ``cfg['overlays_per_finding']``
+    ground-truth pairs per finding, for the figure). A dataset without a box file gets empty outputs.
     """
     import torch
 
     from xraypipe.atomic import atomic_path, write_csv, write_json
+    from xraypipe.boxes import read_classifier_positives
     from xraypipe.datasets.nih import BOXED_FINDINGS
     from xraypipe.preprocess import load_cache_index, load_cache_split
     from xraypipe.inference import load_trained_model
@@ -234,52 +309,62 @@ def localize(*, model_path, cache_dir, boxes_csv, resize: str, cfg: dict, out_di
     if box_method not in BOX_METHODS:
         raise ValueError(f"unknown box method {box_method!r}; choose one of {', '.join(BOX_METHODS)}")
     method = cfg["method"]
+    layer = cfg["layer"]
 
     index = load_cache_index(cache_dir)
     # the split over all the dataset's boxed findings, exactly as train_detector/detect compute it
     boxes, counts = scoring_split(boxes_csv, index, meta["image_size"], resize, boxed_findings(index), cfg)
-    truth = boxes[boxes["finding"].isin(findings)].drop(columns=["patient_id"])
+    truth = boxes[boxes["finding"].isin(findings)]
     # the heuristic's mean box size: the detector-training boxes, never the scored ones (heuristic_box_sizes)
     train_boxes = truth[truth["role"] == "detector_train"]
     test_boxes = truth[truth["role"] == "scoring"].sort_values(["cache_row", "finding"]).reset_index(drop=True)
-    images_kept = test_boxes["cache_row"].drop_duplicates().tolist()
-    pairs = test_boxes[["image_id", "cache_row", "finding"]].drop_duplicates().reset_index(drop=True)
+    images = test_boxes[["image_id", "cache_row"]].drop_duplicates().reset_index(drop=True)
+    gt_pairs = test_boxes[["image_id", "cache_row", "finding"]].drop_duplicates()
+    positives = read_classifier_positives(predictions_csv, thresholds_json, images["image_id"], findings) \
+        if len(images) else pd.DataFrame(columns=["image_id", "finding", "positive"])
+    pairs = heatmap_pairs(gt_pairs, images, positives)
     sizes, size_sources = heuristic_box_sizes(train_boxes, findings, meta["image_size"])
-    heuristic = cfg["heuristic"]
 
     cached = load_cache_split(cache_dir, "test")
+    started = time.perf_counter()
     maps = heatmaps(model, cached[pairs["cache_row"].to_numpy(int)] if len(pairs) else np.zeros((0, 1, 1), np.uint8),
                     [pathologies.index(f) for f in pairs["finding"]], method=method,
-                    normalization=meta.get("normalization"))
+                    normalization=meta.get("normalization"), layer=layer)
+    target, _ = heatmap_layer(model, layer, method)
+    layer_name = next(name for name, module in model.named_modules() if module is target)
+    heatmap = {"layer": layer_name or type(model).__name__,
+               "map_size": "x".join(map(str, heatmap_resolution(model, target, cached[0], meta.get("normalization"))))
+               if len(cached) else None,
+               "image_size": int(meta["image_size"])}
+    seconds = {"heatmaps": time.perf_counter() - started}  # the wall time of each localizer's own part
     detected_rows = []
-    for k, pair in enumerate(pairs.itertuples(index=False)):
-        for name in BOX_METHODS:
-            if name in WANG_LEVELS:
-                found = wang_boxes(maps[k], WANG_LEVELS[name])
-            elif name == "heuristic":
-                found = heuristic_box(maps[k], sizes[pair.finding], threshold=float(heuristic["threshold"]),
-                                      max_area=float(heuristic["max_box_area"]), keep=int(heuristic["candidates"]))
-            else:
-                found = threshold_boxes(maps[k], float(cfg["heat_threshold"]), int(cfg["max_boxes"]))
-            for rank, b in enumerate(found):
+    for name in BOX_METHODS:
+        started = time.perf_counter()
+        for k, pair in enumerate(pairs.itertuples(index=False)):
+            for rank, b in enumerate(boxes_for_pair(maps[k], name, cfg, sizes[pair.finding])):
                 detected_rows.append({"box_method": name, "image_id": pair.image_id, "cache_row": pair.cache_row,
-                                      "finding": pair.finding, "rank": rank, **b})
-    detected = pd.DataFrame(detected_rows, columns=["box_method", "image_id", "cache_row", "finding", "rank", "x", "y",
+                                      "finding": pair.finding, "ground_truth_pair": pair.ground_truth_pair,
+                                      "classifier_positive": pair.classifier_positive, "rank": rank, **b})
+        seconds[name] = time.perf_counter() - started
+    detected = pd.DataFrame(detected_rows, columns=["box_method", "image_id", "cache_row", "finding",
+                                                    "ground_truth_pair", "classifier_positive", "rank", "x", "y",
                                                     "w", "h", "peak", "mean_heat"])
     scored_parts, summaries = [], []
-    gt = test_boxes[["image_id", "finding", "x", "y", "w", "h", "split", "cache_row"]]
+    gt = test_boxes[["image_id", "finding", "x", "y", "w", "h", "split", "cache_row", "patient_id"]]
     for name in BOX_METHODS:
-        subset = detected[detected["box_method"] == name]
-        scored = score_boxes(gt, subset, thresholds)
-        scored_parts.append(scored.assign(box_method=name))
-        summaries.append(summarise(scored, false_positives(gt, subset, thresholds), findings, thresholds)
-                         .assign(localizer=f"{method}/{name}"))
+        for suffix, column in (("", "classifier_positive"), (ORACLE_SUFFIX, "ground_truth_pair")):
+            subset = detected[(detected["box_method"] == name) & detected[column].astype(bool)]
+            localizer = f"{method}/{name}{suffix}"
+            scored = score_boxes(gt, subset, thresholds)
+            scored_parts.append(scored.assign(localizer=localizer, box_method=name))
+            summaries.append(summarise(scored, false_positives(gt, subset, thresholds), findings, thresholds,
+                                       **(bootstrap or {})).assign(localizer=localizer))
     scored = pd.concat(scored_parts, ignore_index=True)
     summary = pd.concat(summaries, ignore_index=True)
     summary = summary[["localizer"] + [c for c in summary.columns if c != "localizer"]]
 
     per_finding = int(cfg["overlays_per_finding"])
-    chosen = pairs.groupby("finding", sort=False).head(per_finding).index.to_numpy()
+    chosen = pairs[pairs["ground_truth_pair"]].groupby("finding", sort=False).head(per_finding).index.to_numpy()
     write_csv(out_dir / "detected.csv", detected)
     write_csv(out_dir / "scored.csv", scored)
     write_csv(out_dir / "summary.csv", summary)
@@ -289,9 +374,16 @@ def localize(*, model_path, cache_dir, boxes_csv, resize: str, cfg: dict, out_di
                                 image_id=pairs["image_id"].to_numpy(str)[chosen],
                                 cache_row=pairs["cache_row"].to_numpy(int)[chosen],
                                 finding=pairs["finding"].to_numpy(str)[chosen])
-    info = {"n_images": len(images_kept), "n_boxes": int(len(test_boxes)), "n_pairs": int(len(pairs)),
+    gt_called = pairs.loc[pairs["ground_truth_pair"], "classifier_positive"]
+    info = {"n_images": int(len(images)), "n_boxes": int(len(test_boxes)), "n_pairs": int(len(pairs)),
+            "n_ground_truth_pairs": int(len(gt_called)),
+            "n_ground_truth_pairs_predicted_positive": int(gt_called.sum()),
+            "n_predicted_positive_pairs": int(pairs["classifier_positive"].sum()),
             "method": method, "box_method": box_method, "box_methods": list(BOX_METHODS),
+            "localizers": localizer_names(method),
             "findings": findings, "image_size": meta["image_size"], "resize": resize, "box_split": counts,
+            "bootstrap": bootstrap or {}, "heatmap": heatmap,
+            "seconds": {k: round(v, 3) for k, v in seconds.items()},
             "heuristic_mean_box_size": {f: {"w": sizes[f][0], "h": sizes[f][1], "from": size_sources[f]}
                                         for f in findings}}
     write_json(out_dir / "info.json", info)

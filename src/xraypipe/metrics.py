@@ -96,7 +96,7 @@ def bootstrap_auroc(y_true, y_score, *, labels, n_boot: int = 1000, level: float
         point[j] = np.nan if too_few else auroc(y[known, j], s[known, j])
         if n_boot and not np.isnan(point[j]):
             reps[:, j] = _auroc_weighted(y[known, j], s[known, j], weights[:, known])
-        lo, hi = _percentiles(reps[:, j], alpha) if n_boot else (np.nan, np.nan)
+        lo, hi = percentile_interval(reps[:, j], alpha) if n_boot else (np.nan, np.nan)
         result["labels"][label] = {
             "auroc": _clean(point[j]), "ci_low": _clean(lo), "ci_high": _clean(hi),
             "n": int(known.sum()), "n_positive": n_positive,
@@ -108,7 +108,7 @@ def bootstrap_auroc(y_true, y_score, *, labels, n_boot: int = 1000, level: float
     mean_point = float(point[defined].mean()) if defined.any() else float("nan")
     if n_boot and defined.any():
         mean_reps = np.nanmean(reps[:, defined], axis=1) if np.isfinite(reps[:, defined]).any() else np.full(len(reps), np.nan)
-        lo, hi = _percentiles(mean_reps, alpha)
+        lo, hi = percentile_interval(mean_reps, alpha)
     else:
         lo = hi = float("nan")
     result["mean"] = {"auroc": _clean(mean_point), "ci_low": _clean(lo), "ci_high": _clean(hi),
@@ -117,7 +117,8 @@ def bootstrap_auroc(y_true, y_score, *, labels, n_boot: int = 1000, level: float
     return result
 
 
-def _percentiles(values: np.ndarray, alpha: float) -> tuple[float, float]:
+def percentile_interval(values: np.ndarray, alpha: float) -> tuple[float, float]:
+    """The (alpha, 1 - alpha) quantiles of the finite bootstrap replicates (NaN, NaN when there are none)."""
     values = values[np.isfinite(values)]
     if len(values) == 0:
         return float("nan"), float("nan")

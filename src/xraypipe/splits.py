@@ -78,6 +78,25 @@ def image_level_splits(manifest: pd.DataFrame, *, val_fraction: float, test_frac
     return frame
 
 
+def sample_per_class(manifest: pd.DataFrame, labels, *, max_per_class: int, seed: int = 0,
+                     splits=("train", "val")) -> pd.DataFrame:
+    """A seeded per-class sample of the given splits (the NIH localization study: at most 5,000 images per class):
+    in each split, for each label, at most ``max_per_class`` of its positive images (label == 1), drawn from the
+    image ids in sorted order so that the file order does not matter; the union is kept, with every image of the
+    other splits. An image positive for several labels can be drawn by each, so a label may keep more than
+    ``max_per_class``; an image positive for none of ``labels`` is dropped from the sampled splits."""
+    rng = np.random.default_rng(seed)
+    keep = ~manifest["split"].isin(list(splits)).to_numpy()
+    for split in splits:
+        in_split = manifest[manifest["split"] == split].sort_values("image_id", kind="stable")
+        for label in labels:
+            positive = in_split.index[in_split[label].to_numpy() == 1]
+            chosen = positive if len(positive) <= max_per_class else \
+                positive[np.sort(rng.choice(len(positive), size=int(max_per_class), replace=False))]
+            keep[manifest.index.get_indexer(chosen)] = True
+    return manifest[keep].reset_index(drop=True)
+
+
 def patients_in_several_splits(manifest: pd.DataFrame) -> int:
     return int((manifest.groupby(manifest["patient_id"].astype(str))["split"].nunique() > 1).sum())
 

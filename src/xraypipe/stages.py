@@ -13,7 +13,8 @@ import pandas as pd
 from xraypipe import datasets
 from xraypipe.atomic import atomic_dir, write_csv
 from xraypipe.datasets.contract import DatasetFormatError, manifest_pathologies, read_manifest, validate_manifest
-from xraypipe.splits import assign_splits, check_patient_leakage, patients_in_several_splits, split_summary
+from xraypipe.splits import (assign_splits, check_patient_leakage, patients_in_several_splits, sample_per_class,
+                             split_summary)
 
 
 def prepare_raw(dataset_cfg: dict, out_dir: str | Path) -> dict:
@@ -87,6 +88,15 @@ def make_splits(dataset_cfg: dict, raw_dir: str | Path, manifest_out, summary_ou
                              test_fraction=split_cfg["test_fraction"], seed=split_cfg["seed"], unit=split_cfg["unit"])
     if split_cfg["unit"] == "image":
         warn_image_level_split(manifest, str(manifest_out))
+    sample = dataset_cfg["sample"]
+    if sample["max_per_class"]:
+        before = manifest["split"].value_counts().to_dict()
+        manifest = sample_per_class(manifest, pathologies, max_per_class=int(sample["max_per_class"]),
+                                    seed=int(sample["seed"]), splits=tuple(sample["splits"]))
+        after = manifest["split"].value_counts().to_dict()
+        print("per-class sample (at most %d positives per label): " % int(sample["max_per_class"])
+              + ", ".join(f"{s} {before.get(s, 0)} -> {after.get(s, 0)} images" for s in ("train", "val", "test")),
+              flush=True)
     write_csv(manifest_out, manifest)
     write_csv(summary_out, split_summary(manifest, pathologies, unit=split_cfg["unit"]))
     return manifest

@@ -179,7 +179,7 @@ def markdown_table(frame: pd.DataFrame, caption: str = "", digits: int = 3, note
                                                   "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
     for _, r in frame.iterrows():
         cells = []
-        counts_row = r.get("metric") == "n_boxes" or r.get("kind") == "counts"
+        counts_row = r.get("metric") in ("n_boxes", "n_images") or r.get("kind") == "counts"
         for c in cols:
             v = r[c]
             if isinstance(v, (float, np.floating, int, np.integer)) and not isinstance(v, bool):
@@ -283,6 +283,8 @@ def iobb_table(summary_files: dict, readers: dict | None = None, split_counts: d
             for source, ref in LOCALIZATION_REFERENCES_BY_READER.get((readers or {}).get(dataset), {}).items():
                 known = [f for f in findings if f in next(iter(ref.values()))]
                 for localizer, rows in summary.groupby("localizer", sort=False):
+                    if not comparable_with_wang(localizer):
+                        continue
                     for t, values in ref.items():
                         measured = rows[(rows["metric"] == "acc") & (rows["T"].round(4) == round(t, 4))]
                         if measured.empty:
@@ -304,7 +306,8 @@ def iobb_table(summary_files: dict, readers: dict | None = None, split_counts: d
         table = pd.concat([table, pd.DataFrame(refs)], ignore_index=True)
     order = {"measured": 0, "published": 1, "difference": 2}
     if len(table):
-        table = table.assign(_k=table["kind"].map(order), _m=table["metric"].map({"acc": 0, "afp": 1}).fillna(2))
+        table = table.assign(_k=table["kind"].map(order),
+                             _m=table["metric"].map({m: i for i, m in enumerate(LOCALIZATION_METRICS)}).fillna(99))
         table = table.sort_values(["dataset", "_m", "T", "_k"], kind="stable").drop(columns=["_k", "_m"])
     counts = []
     for dataset, c in (split_counts or {}).items():
@@ -318,6 +321,38 @@ def iobb_table(summary_files: dict, readers: dict | None = None, split_counts: d
     if counts:
         table = pd.concat([table, pd.DataFrame(counts)], ignore_index=True)
     return table.reset_index(drop=True)
+
+
+LOCALIZATION_METRICS = ("acc", "acc_ci_low", "acc_ci_high", "afp", "acc_iou", "acc_iou_ci_low", "acc_iou_ci_high",
+                        "afp_iou", "mean_iobb", "mean_iou", "n_boxes", "n_images")
+
+
+def comparable_with_wang(localizer: str) -> bool:
+    """Wang et al. explain the ground-truth class of each box: difference rows only for the oracle-class heatmap
+    localizers (a classifier-conditioned row also pays for the classifier's misses)."""
+    return localizer.endswith("(oracle class)")
+
+
+def with_intervals(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """The Markdown view of a localization table: each measured hit fraction with its CI in one cell
+    ("0.450 [0.380, 0.520]") and the CI rows dropped; other rows as they are."""
+    keys = ["dataset", "variant", "localizer", "T"]
+    findings = [c for c in table.columns if c not in (*keys, "kind", "metric")]
+    out = table.copy()
+    out[findings] = out[findings].astype(object)
+    is_ci = table["metric"].str.contains("_ci_")
+    ci = table[is_ci].set_index(keys + ["metric"])
+    for i, row in table[~is_ci & table["metric"].isin(["acc", "acc_iou"]) & (table["kind"] == "measured")].iterrows():
+        key = tuple(row[k] for k in keys)
+        for f in findings:
+            v = row[f]
+            try:
+                low, high = ci.loc[key + (f"{row['metric']}_ci_low",), f], ci.loc[key + (f"{row['metric']}_ci_high",), f]
+            except KeyError:
+                continue
+            if pd.notna(v) and pd.notna(low) and pd.notna(high):
+                out.at[i, f] = f"{v:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+    return out[~is_ci].reset_index(drop=True)
 
 
 def split_counts_note(split_counts: dict | None) -> str:
@@ -338,18 +373,25 @@ def write_iobb_table(summary_files: dict, csv_out, md_out, readers: dict | None 
     table = iobb_table(summary_files, readers, split_counts)
     write_csv(csv_out, table, float_format="%.4f")
     caption = ("Localization on the scored images with ground-truth boxes (Wang et al. 2017 layout): acc = fraction "
-               "of ground-truth boxes with IoBB > T (IoBB = intersection / detected box area), afp = average false "
-               "positive boxes per image; mean_iobb/mean_iou = best match per box. Localizers: <heatmap>/threshold "
+               "of ground-truth boxes with IoBB > T (IoBB = intersection / detected box area), with its 95% "
+               "patient-clustered bootstrap CI in brackets; acc_iou = the same with IoU > T (the NIH localization "
+               "study's criterion); afp / afp_iou = false-positive boxes of the finding (IoBB / IoU <= T, or a box "
+               "of a finding the image has no box of) per scored image with a box of that finding; mean_iobb / "
+               "mean_iou = best match per box; n_images = the AFP denominator. Localizers: <heatmap>/threshold "
                "(connected components of the thresholded heatmap), <heatmap>/heuristic (the NIH localization "
-               "study's mean-box-size heuristic), maskrcnn or fasterrcnn (a detector trained on the boxes, kept for "
-               "the findings the classifier predicts positive; /unconditioned: all its boxes).")
+               "study's mean-box-size heuristic), <heatmap>/wang60 and /wang180 (Wang et al.'s rule: every region "
+               "above 60 / 180 of the map scaled to 0-255), each for the findings the classifier calls positive at "
+               "its validation-chosen threshold (a finding it misses is a miss) and, '(oracle class)', for the "
+               "ground-truth findings (Wang et al.'s setting: difference rows only for these); maskrcnn or "
+               "fasterrcnn (a detector trained on the boxes, kept for the findings the classifier calls positive; "
+               "/unconditioned: all its boxes).")
     shown = set(table["dataset"]) if len(table) else set()
     notes = [n for n in (split_counts_note({d: c for d, c in (split_counts or {}).items() if d in shown}),
                          REFERENCE_NOTE if (table.get("kind") == "published").any() else "") if n]
-    write_text(md_out, markdown_table(table, caption=caption, note="\n\n".join(notes))
+    write_text(md_out, markdown_table(with_intervals(table), caption=caption, note="\n\n".join(notes))
                if len(table) else caption + "\n\nNo dataset of this experiment has ground-truth boxes.\n")
     if html_out:
-        write_html_table(html_out, table, caption)
+        write_html_table(html_out, with_intervals(table), caption)
     return table
 
 

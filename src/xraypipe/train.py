@@ -601,20 +601,30 @@ def evaluate(run: _Run) -> tuple[float, float]:
     return val_loss, mean_auroc(y_val, m_val, probs)
 
 
+def selection_score(row: dict, metric: str = "val_mean_auroc") -> float:
+    """Higher is better: the validation mean AUROC, or minus the validation loss (``selection_metric``)."""
+    if metric == "val_loss":
+        return -float(row["val_loss"])
+    if metric == "val_mean_auroc":
+        return float(row["val_mean_auroc"])
+    raise ValueError(f"unknown selection_metric {metric!r}; choose val_mean_auroc or val_loss")
+
+
 def _record_epoch(state: dict, row: dict, model, variant: dict) -> tuple[bool, bool]:
-    """Add ``row`` to the history and update the model selection: the best weights by validation mean AUROC (the
-    first epoch's while none is finite) and the top-k epochs of a checkpoint ensemble. Returns (improved, stop
-    early)."""
-    epoch, val_auroc = row["epoch"], row["val_mean_auroc"]
+    """Add ``row`` to the history and update the model selection: the best weights by the variant's
+    ``selection_metric`` (validation mean AUROC, or validation loss; the first epoch's while none is finite) and the
+    top-k epochs of a checkpoint ensemble. Returns (improved, stop early)."""
+    epoch = row["epoch"]
+    score = selection_score(row, variant["selection_metric"])
     top_k, patience = int(variant["ensemble_top_k"]), variant["early_stopping_patience"]
     state["history"].append(row)
-    improved = np.isfinite(val_auroc) and val_auroc > state["best_metric"]
+    improved = np.isfinite(score) and score > state["best_metric"]
     if improved or state["best_state"] is None:
-        state["best_metric"] = val_auroc if np.isfinite(val_auroc) else state["best_metric"]
+        state["best_metric"] = score if np.isfinite(score) else state["best_metric"]
         state["best_epoch"] = epoch
         state["best_state"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    if top_k > 1 and np.isfinite(val_auroc):
-        state["top"] = keep_top_k(state["top"], val_auroc, epoch, model, top_k)
+    if top_k > 1 and np.isfinite(score):
+        state["top"] = keep_top_k(state["top"], score, epoch, model, top_k)
     stop = bool(patience) and epoch - state["best_epoch"] >= patience
     return improved, stop
 
@@ -634,7 +644,9 @@ def _write_trained_model(run: _Run, state: dict, pathologies: list, model_out, h
         "format": FORMAT_VERSION, "model": variant["model"], "model_args": variant["model_args"],
         "pathologies": pathologies, "in_channels": 1, "image_size": run.image_size,
         "normalization": run.normalization.to_meta(), "variant": variant,
-        "best_epoch": state["best_epoch"], "best_val_mean_auroc": state["best_metric"], "fingerprint": run.fingerprint,
+        "best_epoch": state["best_epoch"], "selection_metric": variant["selection_metric"],
+        "best_val_mean_auroc": next((r["val_mean_auroc"] for r in state["history"] if r["epoch"] == state["best_epoch"]),
+                                    float("nan")), "fingerprint": run.fingerprint,
         "ensemble_epochs": [t["epoch"] for t in state["top"]] if top_k > 1 else [],
         "classes_per_label": run.classes_per_label,
     }

@@ -89,11 +89,14 @@ TRAINING_KEYS = ("device", "amp", "channels_last", "pin_memory", "cudnn_benchmar
 
 # Config keys (dotted, with {dataset}/{variant} placeholders) each stage depends on. Snakemake passes exactly
 # these to the script (so a change re-runs just the affected jobs); dvc.yaml lists them under params.
+BOOTSTRAP_KEYS = ["evaluation.bootstrap_samples", "evaluation.ci_level", "evaluation.bootstrap_unit",
+                  "evaluation.seed"]  # the CIs of AUROCs and of hit fractions
 STAGE_PARAMS = {
     "raw": ["datasets.{dataset}.reader", "datasets.{dataset}.source", "datasets.{dataset}.root",
             "datasets.{dataset}.synthetic", "datasets.{dataset}.download"],
     "splits": ["datasets.{dataset}.reader", "datasets.{dataset}.pathologies", "datasets.{dataset}.views",
-               "datasets.{dataset}.missing_images", "datasets.{dataset}.split", "datasets.{dataset}.body_parts"],
+               "datasets.{dataset}.missing_images", "datasets.{dataset}.split", "datasets.{dataset}.body_parts",
+               "datasets.{dataset}.sample"],
     "cache": ["datasets.{dataset}.preprocess", "datasets.{dataset}.split.unit"],  # unit: the leakage check
     "pixel_stats": [],  # a function of the cached training split only
     "train": ["variants.{variant}"] + [f"training.{k}" for k in TRAINING_KEYS],
@@ -102,7 +105,7 @@ STAGE_PARAMS = {
                  "evaluation.threshold_method", "evaluation.min_test_positives"],
     "table": ["experiment", "evaluation.ci_level", "datasets", "variants"],
     "localize": ["evaluation.localization", "datasets.{dataset}.reader", "datasets.{dataset}.preprocess",
-                 "training.device"],
+                 "training.device"] + BOOTSTRAP_KEYS,
     # the detector trains on the box split and its training keys (not on max_images, the heatmap keys or
     # the inference keys score_threshold/max_per_finding); detect scores like localize
     "train_detector": [f"evaluation.localization.detector.{k}" for k in (
@@ -110,7 +113,7 @@ STAGE_PARAMS = {
         "weight_decay", "seed")] + ["evaluation.localization.box_split", "datasets.{dataset}.reader",
                                     "datasets.{dataset}.preprocess", "training.device"],
     "detect": ["evaluation.localization", "datasets.{dataset}.reader", "datasets.{dataset}.preprocess",
-               "training.device"],
+               "training.device"] + BOOTSTRAP_KEYS,
     "study_table": ["experiment", "datasets", "evaluation.threshold_method", "evaluation.study_column",
                     "evaluation.group_column"],
     "figures": ["experiment"],
@@ -249,7 +252,8 @@ STAGES = [
           # metrics cached: `dvc metrics diff`/`exp show` read other revisions from the cache
           outputs={"metrics": _out("metrics", kind="metrics"), "thresholds": _out("thresholds", cache=False)}),
     Stage("localize", "scripts/localize.py", "localize", ("dataset", "variant"),
-          inputs={"model": _file("model"), "array": _file("cache_array", False, split="test"),
+          inputs={"model": _file("model"), "predictions": _file("predictions", split="test"),
+                  "thresholds": _file("thresholds"), "array": _file("cache_array", False, split="test"),
                   "index": _file("cache_index", False), "raw": _file("raw")},
           outputs={"summary": _out("loc_summary", cache=False, flag=False),
                    "scored": _out("loc_scored", cache=False, flag=False),

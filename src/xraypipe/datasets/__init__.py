@@ -43,7 +43,7 @@ def _generator(reader: str):
 
 READERS.register("nih")(DatasetReader(
     name="nih", pathologies=nih.PATHOLOGIES, read=nih.read_nih, generate=_generator("nih"),
-    find_boxes=nih.find_box_file))
+    find_boxes=nih.find_box_file, extra_labels=(nih.NO_FINDING,)))
 READERS.register("chexpert")(DatasetReader(
     name="chexpert", pathologies=chexpert.PATHOLOGIES, read=chexpert.read_chexpert, generate=_generator("chexpert"),
     has_uncertain=True))

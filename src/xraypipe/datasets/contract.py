@@ -55,6 +55,7 @@ class DatasetReader:
     has_uncertain: bool = False          # labels may be -1.0 (uncertain), see the module docstring
     options: tuple[str, ...] = ()        # extra dataset config keys passed to ``read`` (e.g. body_parts)
     find_boxes: Callable[[Path], Path | None] | None = None  # the raw directory's ground-truth box file, if any
+    extra_labels: tuple[str, ...] = ()   # labels a config may ask for beyond the default ones (NIH: No Finding)
 
 
 def manifest_columns(manifest: pd.DataFrame, pathologies) -> list[str]:

@@ -96,13 +96,12 @@ def read_nih(root: str | os.PathLike, *, pathologies=None, views=None, missing_i
         raise DatasetFormatError(f"{entry_path}: missing column(s) {missing_cols}; found {list(entries.columns)}")
     pathologies = list(pathologies or PATHOLOGIES)
 
-    labels = np.zeros((len(entries), len(PATHOLOGIES)), dtype=np.float32)
-    col_of = {p: i for i, p in enumerate(PATHOLOGIES)}
+    # "No Finding" is a label only when asked for (the NIH localization study's ninth output)
+    col_of = {p: i for i, p in enumerate(PATHOLOGIES + (NO_FINDING,))}
+    labels = np.zeros((len(entries), len(col_of)), dtype=np.float32)
     for row, text in enumerate(entries["Finding Labels"]):
         for finding in text.split("|"):
             finding = finding.strip()
-            if finding == NO_FINDING:
-                continue
             if finding not in col_of:
                 # row + 2: 1-based line number in the file, after the header line
                 raise DatasetFormatError(f"{entry_path}: line {row + 2}: unknown finding {finding!r} in 'Finding Labels'")
