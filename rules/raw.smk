@@ -11,7 +11,7 @@ rule prepare_raw:
         "results/logs/prepare_raw/{dataset}.log",
     benchmark:
         "results/benchmarks/prepare_raw/{dataset}.tsv"
-    threads: 1
+    threads: stage_threads("prepare_raw")
     resources:
         mem_mb=2000,
     conda:

@@ -10,9 +10,10 @@ def main():
     p = cli.parser(__doc__)
     p.add_argument("--dataset", required=True)
     p.add_argument("--raw", required=True, help="output: the raw dataset directory")
+    p.add_argument("--threads", type=int, default=None, help="processes rendering a synthetic twin")
     args = p.parse_args()
     config = cli.stage_config(args, "raw", dataset=args.dataset)
-    summary = stages.prepare_raw(config["datasets"][args.dataset], args.raw)
+    summary = stages.prepare_raw(config["datasets"][args.dataset], args.raw, threads=cli.threads(args, "prepare_raw"))
     print(f"{args.dataset}: {summary}")
 
 

@@ -129,6 +129,18 @@ def test_class_weights_of_the_mura_study():
         build_loss("class_weighted_bce")
 
 
+def test_fixed_class_weights_of_the_pediatric_pneumonia_study():
+    """NORMAL 1.0, PNEUMONIA 0.4: a positive entry's BCE weighs 0.4, a negative's 1.0 (hand-worked)."""
+    loss = build_loss("fixed_weighted_bce", pos_weight=0.4, neg_weight=1.0)
+    logits = torch.tensor([[2.0], [-1.0]])
+    targets = torch.tensor([[1.0], [0.0]])
+    sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+    expected = (0.4 * -math.log(sig(2.0)) + 1.0 * -math.log(1 - sig(-1.0))) / 2
+    assert float(loss(logits, targets, torch.ones(2, 1))) == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match="weights must be positive"):
+        build_loss("fixed_weighted_bce", pos_weight=0.0)
+
+
 def test_registry_names():
     assert {"bce", "masked_bce", "wcel", "class_weighted_bce"} <= set(LOSSES.names())
     with pytest.raises(KeyError, match="did you mean 'wcel'"):

@@ -71,6 +71,30 @@ def test_vgg16_partial_takes_the_first_vgg16_convs_and_has_a_two_way_head(tmp_pa
     torch.testing.assert_close(torch.sigmoid(model(x)[:, 0]), torch.softmax(pair, dim=1)[:, 1])
 
 
+def test_vgg16_partial_as_the_pediatric_pneumonia_study_writes_it():
+    """conv1_1-conv2_2, two blocks of three depthwise-separable 3x3 convolutions (256, then 512) with batch norm and a
+    max-pool, flatten (14 x 14 at 224 px), Dense 1024 -> dropout 0.7 -> Dense 512 -> dropout 0.5 -> 2-way."""
+    model = build_model("vgg16_partial", num_classes=1, vgg_layers=10, separable=[256, 512], convs_per_block=3,
+                        hidden=[1024, 512], dropout=[0.7, 0.5], pooling="flatten")
+    blocks = list(model.children())[1:]
+    depthwise = [m for m in blocks if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
+    pointwise = [m.out_channels for m in blocks if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1)]
+    assert len(depthwise) == 6 and all(m.kernel_size == (3, 3) for m in depthwise)
+    assert pointwise == [256] * 3 + [512] * 3
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in blocks) == 6
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in blocks) == 2
+    linears = [m for m in blocks if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(512 * 14 * 14, 1024), (1024, 512), (512, 2)]
+    assert [m.p for m in blocks if isinstance(m, torch.nn.Dropout)] == [0.7, 0.5]
+    # at 224 px the flattened map is the last block's own 14 x 14 grid (the pool before the flatten is an identity)
+    trunk = torch.nn.Sequential(*list(model.children())[:-10]).eval()  # up to the last max-pool
+    with torch.no_grad():
+        assert trunk(torch.zeros(1, 1, 224, 224)).shape[-2:] == (14, 14)
+    assert model.eval()(torch.zeros(2, 1, 64, 64)).shape == (2, 1)
+    with pytest.raises(ValueError, match="dropout rate"):
+        build_model("vgg16_partial", num_classes=1, hidden=[1024, 512], dropout=[0.7])
+
+
 @pytest.mark.parametrize("name,kind", [("conv2", 2), ("conv3", 3), ("conv4", 4)])
 def test_convn_presets_and_regularisation(name, kind):
     bn = build_model(name, num_classes=1)

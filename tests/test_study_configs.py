@@ -70,6 +70,45 @@ def test_nih_localization_config_is_the_study_as_reported():
     assert cfg["evaluation"]["threshold_method"] == "youden"
 
 
+def test_pediatric_pneumonia_grid_is_the_study_as_reported():
+    cfg = merged("kermany")
+    grid = yaml.safe_load((ROOT / "config" / "kermany_study_grid.yaml").read_text())["experiment"]
+    cfg = validate_config({**cfg, "experiment": grid}, source="config/kermany_study_grid.yaml")
+    assert cfg["datasets"]["kermany_224"]["preprocess"]["image_size"] == 224
+    arms = {name: cfg["variants"][name] for name in grid["variants"]}
+    assert {(v["weights"] is not None, v["lr"], v["batch_size"]) for v in arms.values()} == {
+        (w, lr, b) for w in (True, False) for lr in (1e-3, 1e-4) for b in (16, 64)}  # the full 2 x 2 x 2 grid
+    for v in arms.values():
+        assert (v["model"], v["optimizer"], v["epochs"], v["regime"], v["loss"]) == \
+            ("vgg16_partial", "adam", 6, "full", "fixed_weighted_bce")
+        assert v["loss_args"] == {"pos_weight": 0.4, "neg_weight": 1.0}
+        assert v["model_args"] == {"vgg_layers": 10, "separable": [256, 512], "convs_per_block": 3,
+                                   "hidden": [1024, 512], "dropout": [0.7, 0.5], "pooling": "flatten"}
+
+
+@pytest.mark.slow
+def test_pediatric_pneumonia_grid_arms_run_shrunk_on_the_twin(tmp_path):
+    cfg = merged("kermany")
+    cfg["experiment"] = {"datasets": ["kermany_224"], "variants": ["study_vgg_lr1e4_b16", "study_random_lr1e3_b64"]}
+    ds = cfg["datasets"]["kermany_224"]
+    ds.update(source="synthetic", synthetic=TWIN["kermany"], root=None, download=None)
+    ds["preprocess"] = {**ds["preprocess"], "image_size": 32}
+    ds["split"] = {**ds["split"], "val_fraction": 0.25}
+    for name in cfg["experiment"]["variants"]:
+        var = cfg["variants"][name]
+        var.update(epochs=1, batch_size=8)
+        var["model_args"] = {**var["model_args"], "flatten_grid": 2, "hidden": [16, 8]}  # small dense layers
+        if var.get("weights"):
+            var["weights"] = _local_weights(tmp_path, var["model"])
+    cfg["evaluation"] = {**cfg.get("evaluation", {}), "bootstrap_samples": 20}
+    cfg["training"] = {**cfg.get("training", {}), "threads": 1}
+    wf = make_workflow_copy(tmp_path / "wf", cfg)
+    targets = [f"results/metrics/kermany_224/{v}.json" for v in cfg["experiment"]["variants"]]
+    run([str(BIN / "snakemake"), "--cores", "2", *targets], wf, timeout=1200)
+    for target in targets:
+        assert (wf / target).stat().st_size > 0
+
+
 def _local_weights(tmp_path, model_name):
     import torchvision.models as tvm
 

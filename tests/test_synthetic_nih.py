@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -55,6 +56,32 @@ def test_same_params_give_identical_files_and_other_seed_differs(tmp_path):
     assert a != c
     shared_images = [k for k in a if k.startswith("images/") and k in c]
     assert any(a[k] != c[k] for k in shared_images)
+
+
+def test_rendering_in_two_processes_writes_the_same_files(tmp_path, monkeypatch):
+    """prepare_raw renders the twin with preprocess_threads processes: byte-identical to one process."""
+    from xraypipe import stages
+    from xraypipe.datasets import READERS
+
+    params = {"seed": 5, "n_patients": 20, "image_size": 48}
+    generate_nih_synthetic(tmp_path / "one", params, threads=1)
+    monkeypatch.setitem(_PIDS, "log", tmp_path / "pids.txt")
+    monkeypatch.setattr(nih, "_render_and_save", _render_logging_pid)
+    stages.prepare_raw({"reader": "nih", "source": "synthetic", "synthetic": params}, tmp_path / "two", threads=2)
+    assert _hashes(tmp_path / "one") == _hashes(tmp_path / "two")
+    pids = set((tmp_path / "pids.txt").read_text().split())
+    assert 1 <= len(pids) <= 2 and str(os.getpid()) not in pids  # forked workers rendered, not this process
+    assert READERS.get("nih").generate is not None
+
+
+_PIDS: dict = {}
+_REAL_RENDER = nih._render_and_save
+
+
+def _render_logging_pid(rec):
+    with open(_PIDS["log"], "a") as fh:
+        fh.write(f"{os.getpid()}\n")
+    return _REAL_RENDER(rec)
 
 
 def test_headers_are_exactly_the_real_ones(dataset):

@@ -52,7 +52,33 @@ def test_classification_table_has_macro_and_seed_rows(tmp_path):
     assert len(measured) == 6 and set(measured["label"]) == {"Mass", "Nodule", "macro"}
     mean = table[(table["kind"] == "seeds_mean") & (table["label"] == "Mass")].iloc[0]
     assert mean["auroc"] == pytest.approx(0.8)
-    assert "| d | r | measured | Mass | 0.500 |" in (tmp_path / "c.md").read_text()
+    assert "| d | r | measured | Mass | youden | 0.500 |" in (tmp_path / "c.md").read_text()
+
+
+def test_classification_table_reports_fixed_thresholds_beside_the_chosen_one(tmp_path):
+    """evaluation.fixed_thresholds (a study's own 0.5 rule): its rows sit beside the validation-chosen ones and
+    are averaged over seeds apart from them."""
+    from xraypipe.metrics import fixed_threshold_report
+
+    test = pd.DataFrame({"label_Mass": [0, 0, 1, 1], "prob_Mass": [0.2, 0.6, 0.4, 0.9]})
+    fixed = fixed_threshold_report(test, ["Mass"], 0.5)
+    m = fixed["labels"]["Mass"]
+    assert fixed["method"] == "fixed 0.5" and (m["tp"], m["fp"], m["tn"], m["fn"]) == (1, 1, 1, 1)
+    files = {}
+    for name, a in (("r", 0.9), ("r2", 0.7)):
+        path = _metrics(tmp_path / f"{name}.json", a, 0.7)
+        metrics = json.loads(path.read_text())
+        metrics["classification_fixed"] = [fixed]
+        path.write_text(json.dumps(metrics))
+        files[("d", name)] = path
+    table = write_classification_table(files, tmp_path / "c.csv", tmp_path / "c.md", {"r": "r", "r2": "r"})
+    measured = table[table["kind"] == "measured"]
+    assert measured.groupby("threshold_method").size().to_dict() == {"fixed 0.5": 4, "youden": 6}
+    seeds = table[table["kind"] == "seeds_mean"]
+    assert set(seeds["threshold_method"]) == {"youden", "fixed 0.5"}
+    assert seeds[(seeds["threshold_method"] == "fixed 0.5") & (seeds["label"] == "Mass")]["accuracy"].iloc[0] == 0.5
+    md = (tmp_path / "c.md").read_text()
+    assert "| d | r | measured | Mass | fixed 0.5 | 0.500 |" in md and "(youden;" in md
 
 
 def test_iobb_table_in_wang_layout_with_the_published_row(tmp_path):

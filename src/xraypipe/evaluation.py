@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from xraypipe.atomic import write_json
-from xraypipe.metrics import aggregate_studies, auroc, classification_report, evaluate_predictions, grouped_classification
+from xraypipe.metrics import (aggregate_studies, auroc, classification_report, evaluate_predictions,
+                              fixed_threshold_report, grouped_classification)
 
 
 def read_predictions(path) -> pd.DataFrame:
@@ -57,6 +58,8 @@ def evaluate(test_csv, val_csv, cfg: dict, out_json, thresholds_json) -> dict:
     method = cfg["threshold_method"]
     report = classification_report(test, val, pathologies, method)
     result["classification"] = report
+    # fixed operating points (a study's own rule, e.g. argmax = 0.5), reported beside, never chosen on test
+    result["classification_fixed"] = [fixed_threshold_report(test, pathologies, t) for t in cfg["fixed_thresholds"]]
     # validation AUROC for reference only: the model and thresholds were chosen on it, so it is optimistic
     val_labels = val[[f"label_{p}" for p in pathologies]].to_numpy(dtype=float)
     val_scores = val[[f"prob_{p}" for p in pathologies]].to_numpy(dtype=float)

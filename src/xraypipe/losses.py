@@ -93,6 +93,23 @@ def class_weighted_bce(pos_counts=None, neg_counts=None, fp_bias: float = 0.0, *
 
 
 # filled in by the trainer from the training split, never by the config's loss_args
+@LOSSES.register("fixed_weighted_bce")
+def fixed_weighted_bce(pos_weight: float = 1.0, neg_weight: float = 1.0, **_):
+    """BCE with fixed class weights: positives weigh ``pos_weight``, negatives ``neg_weight`` (the pediatric
+    pneumonia study: NORMAL 1.0, PNEUMONIA 0.4, i.e. pos_weight 0.4 for the Pneumonia label)."""
+    import torch.nn.functional as F
+
+    if pos_weight <= 0 or neg_weight <= 0:
+        raise ValueError(f"fixed_weighted_bce: weights must be positive, got pos {pos_weight}, neg {neg_weight}")
+
+    def loss(logits, targets, mask):
+        weights = targets * float(pos_weight) + (1 - targets) * float(neg_weight)
+        per_entry = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="none") * weights
+        return _masked_mean(per_entry, mask)
+
+    return loss
+
+
 TRAINER_ARGUMENTS = ("pos_counts", "neg_counts")
 
 

@@ -264,6 +264,19 @@ def classification_report(test: pd.DataFrame, val: pd.DataFrame, pathologies, me
     return {"method": method, "thresholds": thresholds, "labels": labels, "macro": macro}
 
 
+def fixed_threshold_report(test: pd.DataFrame, pathologies, threshold: float) -> dict:
+    """Per-label metrics on ``test`` at one fixed ``threshold`` for every label (e.g. 0.5, a softmax's argmax), and
+    their macro mean: nothing is chosen on any split. Same layout as ``classification_report``."""
+    labels = {p: binary_metrics(test[f"label_{p}"], test[f"prob_{p}"], float(threshold)) for p in pathologies}
+    keys = ["auroc", "auprc", "sensitivity", "specificity", "precision", "f1", "accuracy", "balanced_error", "kappa"]
+    macro = {}
+    for k in keys:
+        values = np.array([labels[p][k] for p in pathologies], dtype=float)
+        macro[k] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+    return {"method": f"fixed {float(threshold):g}", "thresholds": {p: float(threshold) for p in pathologies},
+            "labels": labels, "macro": macro}
+
+
 def mean_sd(values) -> tuple[float, float, int]:
     """Mean and sample standard deviation (ddof=1; NaN for a single value) of the finite values, and their count."""
     v = np.asarray(values, dtype=float)

@@ -257,14 +257,19 @@ for _preset in CONVN_PRESETS:
 
 @MODELS.register("vgg16_partial")
 def build_vgg16_partial(num_classes: int, in_channels: int = 1, weights: str | None = None, vgg_layers: int = 10,
-                        separable=(256, 512), hidden: int = 256, dropout: float = 0.5, input_mode: str = "adapt",
+                        separable=(256, 512), convs_per_block: int = 1, hidden=256, dropout=0.5,
+                        pooling: str = "global", flatten_grid: int = 14, input_mode: str = "adapt",
                         two_way_head: bool = True):
     """The pediatric pneumonia study's VGG16-partial transfer network.
 
-    The first ``vgg_layers`` modules of torchvision's VGG16 ``features`` (10 = blocks 1-2; their conv layers are
-    initialised from ``weights``, e.g. IMAGENET1K_V1), then depthwise-separable conv blocks with batch-norm,
-    global pooling, a dense layer with dropout and a 2-way output. The 2-way softmax output is returned as the
-    logit difference l1 - l0 per label, so BCE on it equals cross-entropy on the two-unit softmax.
+    The first ``vgg_layers`` modules of torchvision's VGG16 ``features`` (10 = blocks 1-2 with their pool: conv1_1
+    to conv2_2, initialised from ``weights``, e.g. IMAGENET1K_V1), then one block per ``separable`` width of
+    ``convs_per_block`` depthwise-separable 3 x 3 convolutions (each with batch norm and ReLU) and a 2 x 2 max-pool;
+    then ``pooling`` ``flatten`` (the study: the feature map flattened; it is ``flatten_grid`` x ``flatten_grid``,
+    14 at 224 px, and other input sizes are average-pooled to that grid) or ``global`` (average), dense layers of ``hidden`` units (an int or a
+    list, e.g. [1024, 512]) each followed by dropout (``dropout``: one rate or one per layer, e.g. [0.7, 0.5]),
+    and a 2-way output. The 2-way softmax output is returned as the logit difference l1 - l0 per label, so BCE on
+    it equals cross-entropy on the two-unit softmax.
     """
     from torchvision.models import vgg16
 
@@ -281,19 +286,33 @@ def build_vgg16_partial(num_classes: int, in_channels: int = 1, weights: str | N
     features = _gray_input(features, "0", in_channels, input_mode, pretrained=bool(weights))
     blocks = []
     for width in separable:
-        blocks += [nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False),  # depthwise
-                   nn.Conv2d(channels, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),  # pointwise
-                   nn.MaxPool2d(2)]
-        channels = width
+        for _ in range(int(convs_per_block)):
+            blocks += [nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False),  # depthwise
+                       nn.Conv2d(channels, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+            channels = width
+        blocks.append(nn.MaxPool2d(2))
     out_units = 2 * num_classes if two_way_head else num_classes
+    widths = [int(hidden)] if isinstance(hidden, (int, float)) else [int(h) for h in hidden]
+    rates = [float(dropout)] * len(widths) if isinstance(dropout, (int, float)) else [float(r) for r in dropout]
+    if len(rates) != len(widths):
+        raise ValueError(f"vgg16_partial: {len(widths)} hidden layer(s) {widths} but {len(rates)} dropout rate(s)")
 
     class TwoWayToLogit(nn.Module):
         def forward(self, x):
             pairs = x.view(x.shape[0], -1, 2)
             return pairs[..., 1] - pairs[..., 0]
 
-    head = [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, hidden), nn.ReLU(inplace=True),
-            nn.Dropout(dropout), nn.Linear(hidden, out_units)]
+    if pooling == "global":
+        head = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    elif pooling == "flatten":
+        head = [nn.AdaptiveAvgPool2d(int(flatten_grid)), nn.Flatten()]  # an identity at 224 px
+        channels = channels * int(flatten_grid) ** 2
+    else:
+        raise ValueError(f"vgg16_partial: pooling {pooling!r}; choose global or flatten")
+    for width, rate in zip(widths, rates):
+        head += [nn.Linear(channels, width), nn.ReLU(inplace=True), nn.Dropout(rate)]
+        channels = width
+    head.append(nn.Linear(channels, out_units))
     if two_way_head:
         head.append(TwoWayToLogit())
     return nn.Sequential(features, *blocks, *head)

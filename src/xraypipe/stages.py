@@ -17,15 +17,16 @@ from xraypipe.splits import (assign_splits, check_patient_leakage, patients_in_s
                              split_summary)
 
 
-def prepare_raw(dataset_cfg: dict, out_dir: str | Path) -> dict:
-    """Materialise the dataset's raw layout at ``out_dir``: generate the synthetic twin, download (and safely
-    extract) the release files listed under ``download``, extract a local archive, or link a local copy."""
+def prepare_raw(dataset_cfg: dict, out_dir: str | Path, threads: int = 1) -> dict:
+    """Materialise the dataset's raw layout at ``out_dir``: generate the synthetic twin (in ``threads`` processes
+    where its generator renders in parallel), download (and safely extract) the release files listed under
+    ``download``, extract a local archive, or link a local copy."""
     reader = datasets.READERS.get(dataset_cfg["reader"])
     out_dir = Path(out_dir)
     if dataset_cfg["source"] == "synthetic":
         if reader.generate is None:
             raise DatasetFormatError(f"reader {reader.name!r} has no synthetic generator")
-        return reader.generate(out_dir, dataset_cfg.get("synthetic") or {})
+        return reader.generate(out_dir, dataset_cfg.get("synthetic") or {}, threads=threads)
     if dataset_cfg["source"] == "download":
         from xraypipe.acquire import prepare_download
 

@@ -212,27 +212,29 @@ def classification_table(metric_files: dict, groups: dict | None = None) -> pd.D
     rows = []
     for (dataset, variant), path in metric_files.items():
         metrics = json.loads(Path(path).read_text())
-        report = metrics["classification"]
-        for label, values in report["labels"].items():
-            ci = metrics["labels"].get(label, {})
-            rows.append({"dataset": dataset, "variant": variant, "kind": "measured", "label": label,
-                         "threshold_method": report["method"], **{k: values.get(k) for k in CLASSIFICATION_COLUMNS},
-                         "auroc_ci_low": ci.get("ci_low"), "auroc_ci_high": ci.get("ci_high")})
-        macro = report["macro"]
-        rows.append({"dataset": dataset, "variant": variant, "kind": "measured", "label": "macro",
-                     "threshold_method": report["method"], **{k: macro.get(k) for k in CLASSIFICATION_COLUMNS},
-                     "auroc_ci_low": metrics["mean"]["ci_low"], "auroc_ci_high": metrics["mean"]["ci_high"]})
+        # the validation-chosen operating point, then any fixed ones (evaluation.fixed_thresholds)
+        for report in [metrics["classification"], *metrics.get("classification_fixed", [])]:
+            for label, values in report["labels"].items():
+                ci = metrics["labels"].get(label, {})
+                rows.append({"dataset": dataset, "variant": variant, "kind": "measured", "label": label,
+                             "threshold_method": report["method"],
+                             **{k: values.get(k) for k in CLASSIFICATION_COLUMNS},
+                             "auroc_ci_low": ci.get("ci_low"), "auroc_ci_high": ci.get("ci_high")})
+            macro = report["macro"]
+            rows.append({"dataset": dataset, "variant": variant, "kind": "measured", "label": "macro",
+                         "threshold_method": report["method"], **{k: macro.get(k) for k in CLASSIFICATION_COLUMNS},
+                         "auroc_ci_low": metrics["mean"]["ci_low"], "auroc_ci_high": metrics["mean"]["ci_high"]})
     table = pd.DataFrame(rows, columns=["dataset", "variant", "kind", "label", "threshold_method",
                                         *CLASSIFICATION_COLUMNS]).astype({c: float for c in CLASSIFICATION_COLUMNS})
     if groups:
         values = ["auroc", "auprc", "sensitivity", "specificity", "precision", "f1", "accuracy", "balanced_error",
                   "kappa"]
-        summary = summarise_over_seeds(table, groups, ["dataset", "label"], values)
+        summary = summarise_over_seeds(table, groups, ["dataset", "label", "threshold_method"], values)
         extra = []
         for _, s in summary.iterrows():
             for stat in ("mean", "sd"):
                 extra.append({"dataset": s["dataset"], "variant": f"{s['group']} ({s['n_seeds']} seeds)",
-                              "kind": f"seeds_{stat}", "label": s["label"],
+                              "kind": f"seeds_{stat}", "label": s["label"], "threshold_method": s["threshold_method"],
                               **{v: s[f"{v}_{stat}"] for v in values}})
         if extra:
             table = pd.concat([table, pd.DataFrame(extra)], ignore_index=True)
@@ -243,11 +245,14 @@ def write_classification_table(metric_files: dict, csv_out, md_out, groups: dict
                                html_out=None) -> pd.DataFrame:
     table = classification_table(metric_files, groups)
     write_csv(csv_out, table, float_format="%.4f")
-    shown = table[["dataset", "variant", "kind", "label", "threshold", "auroc", "auprc", "sensitivity", "specificity",
+    shown = table[["dataset", "variant", "kind", "label", "threshold_method", "threshold", "auroc", "auprc",
+                   "sensitivity", "specificity",
                    "precision", "f1", "accuracy", "balanced_error", "kappa", "tp", "fp", "tn", "fn"]]
-    method = ", ".join(sorted(table["threshold_method"].dropna().unique())) or "n/a"
-    caption = (f"Test-split classification metrics at operating thresholds chosen on the validation split ({method}); "
-               "balanced error = 1 - (sensitivity + specificity) / 2; kappa = Cohen's kappa.")
+    method = ", ".join(sorted(m for m in table["threshold_method"].dropna().unique() if not m.startswith("fixed")))
+    method = method or "n/a"
+    caption = (f"Test-split classification metrics at operating thresholds chosen on the validation split ({method}; "
+               "'fixed t' rows: the same threshold t for every label, e.g. a study's own 0.5 rule, chosen on no "
+               "split); balanced error = 1 - (sensitivity + specificity) / 2; kappa = Cohen's kappa.")
     write_text(md_out, markdown_table(shown, caption=caption))
     if html_out:
         write_html_table(html_out, shown, caption)

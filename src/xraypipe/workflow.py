@@ -102,7 +102,7 @@ STAGE_PARAMS = {
     "train": ["variants.{variant}"] + [f"training.{k}" for k in TRAINING_KEYS],
     "predict": ["training.device"],
     "evaluate": ["evaluation.bootstrap_samples", "evaluation.ci_level", "evaluation.bootstrap_unit", "evaluation.seed",
-                 "evaluation.threshold_method", "evaluation.min_test_positives"],
+                 "evaluation.threshold_method", "evaluation.min_test_positives", "evaluation.fixed_thresholds"],
     "table": ["experiment", "evaluation.ci_level", "datasets", "variants"],
     "localize": ["evaluation.localization", "datasets.{dataset}.reader", "datasets.{dataset}.preprocess",
                  "training.device"] + BOOTSTRAP_KEYS,
@@ -223,7 +223,7 @@ def _out(key, kind="outs", cache=True, directory=False, plot=(), flag=True, **fi
 STAGES = [
     Stage("prepare_raw", "scripts/prepare_raw.py", "raw", ("dataset",),
           outputs={"raw": _out("raw", cache=False, directory=True)},  # tens of GB, or a link to a local copy
-          args=("dataset",)),
+          args=("dataset",), threads="preprocess_threads"),  # a synthetic twin renders in that many processes
     Stage("make_splits", "scripts/make_splits.py", "splits", ("dataset",),
           inputs={"raw": _file("raw")},
           outputs={"manifest": _out("manifest"), "summary": _out("split_summary")}, args=("dataset",)),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 from pathlib import Path
 
 from xraypipe.registry import Registry
@@ -34,9 +35,12 @@ def _twin_module(reader: str):
 
 
 def _generator(reader: str):
-    def generate(out_dir, params):
+    def generate(out_dir, params, threads: int = 1):
         _, func, kwargs = _TWINS[reader]
-        return getattr(_twin_module(reader), func)(out_dir, params, **kwargs)
+        generator = getattr(_twin_module(reader), func)
+        if "threads" in inspect.signature(generator).parameters:  # the twins that render in parallel
+            kwargs = {**kwargs, "threads": threads}
+        return generator(out_dir, params, **kwargs)
 
     return generate
 
