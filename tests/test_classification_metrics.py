@@ -141,3 +141,31 @@ def test_per_group_table_uses_validation_thresholds():
     everything = table.loc["all"]
     pred = (test["prob_abnormal"] >= 0.5).astype(int)
     assert everything["kappa"] == pytest.approx(skm.cohen_kappa_score(test["label_abnormal"], pred))
+
+
+def test_study_and_image_level_rows_at_the_chosen_and_the_fixed_threshold(tmp_path):
+    """The MURA study's tables: study-level (mean of the images) and image-level rows per body part, at the
+    validation-chosen threshold and at its fixed 0.5 vote."""
+    from xraypipe.evaluation import study_level_rows
+
+    frame = _mura_like()
+    index = frame[["image_id", "patient_id", "study_id", "body_part"]]
+    preds = frame.drop(columns=["study_id", "body_part"])
+    preds.to_csv(tmp_path / "test.csv", index=False)
+    preds.to_csv(tmp_path / "val.csv", index=False)
+    index.to_csv(tmp_path / "index.csv", index=False)
+    cfg = {"study_column": "study_id", "group_column": "body_part", "threshold_method": "youden",
+           "fixed_thresholds": [0.5]}
+    rows = study_level_rows("mura", "v", tmp_path / "test.csv", tmp_path / "val.csv", tmp_path / "index.csv", cfg)
+    assert set(zip(rows["level"], rows["threshold_method"])) == {
+        ("study", "youden"), ("study", "fixed 0.5"), ("image", "youden"), ("image", "fixed 0.5")}
+    overall = rows[rows["group"] == "all"].set_index(["level", "threshold_method"])
+    # study level at 0.5: s1 0.7 (+, label 1), s2 0.2 (-, 0), s3 0.4 (-, 1), s4 0.45 (-, 0)
+    s = overall.loc[("study", "fixed 0.5")]
+    assert (s["tp"], s["fn"], s["tn"], s["fp"], s["n_studies"]) == (1, 1, 2, 0, 4)
+    # image level at 0.5 over the 7 images with a label: i0 0.9 (+,1) i1 0.5 (+,1) i2 0.2 (-,0) i3 0.1 (-,1)
+    # i4 0.4 (-,1) i6 0.3 (-,0) i7 0.6 (+,0)
+    i = overall.loc[("image", "fixed 0.5")]
+    assert (i["tp"], i["fn"], i["tn"], i["fp"], i["n"]) == (2, 2, 2, 1, 7) and np.isnan(i["n_studies"])
+    assert (rows.loc[rows["threshold_method"] == "fixed 0.5", "threshold"] == 0.5).all()
+    assert set(rows["group"]) == {"XR_HAND", "XR_WRIST", "all"}

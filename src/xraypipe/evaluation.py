@@ -81,7 +81,8 @@ def evaluate(test_csv, val_csv, cfg: dict, out_json, thresholds_json) -> dict:
 
 
 def study_level(test_csv, val_csv, index_csv, cfg: dict):
-    """Study-level frames (test, val) for a dataset whose cache index has the study column, else None.
+    """(test studies, val studies, group column, test images, val images) for a dataset whose cache index has the
+    study column, else None: the predictions with the study and group columns, and their study-level means.
 
     The cache index (the manifest in cache order) brings the study and group columns to the predictions.
     """
@@ -91,7 +92,7 @@ def study_level(test_csv, val_csv, index_csv, cfg: dict):
     if study_col not in index.columns:
         return None
     extra = [c for c in (study_col, group_col) if c in index.columns]
-    frames = []
+    studies, images = [], []
     for path in (test_csv, val_csv):
         pred = read_predictions(path)
         pred = pred.drop(columns=[c for c in extra if c in pred.columns]).merge(
@@ -100,26 +101,37 @@ def study_level(test_csv, val_csv, index_csv, cfg: dict):
             missing = pred.loc[pred[study_col].isna(), "image_id"].iloc[0]
             raise KeyError(f"{index_csv}: no {study_col!r} for image {missing!r} of {path}")
         keep = ("patient_id", group_col) if group_col in pred.columns else ("patient_id",)
-        frames.append(aggregate_studies(pred, prediction_labels(pred), study_col, keep=keep))
-    return frames[0], frames[1], group_col
+        studies.append(aggregate_studies(pred, prediction_labels(pred), study_col, keep=keep))
+        images.append(pred)
+    return studies[0], studies[1], group_col, images[0], images[1]
 
 
 def study_level_rows(dataset: str, variant: str, test_csv, val_csv, index_csv, cfg: dict) -> pd.DataFrame:
-    """Rows of study_level.csv for one dataset x variant (empty when the dataset has no studies)."""
+    """Rows of study_level.csv for one dataset x variant (empty when the dataset has no studies): per ``level``
+    (``study``: a study's probability is the mean of its images'; ``image``: each image alone, the MURA study's
+    image-level table), per group and label, at the thresholds chosen on the validation split
+    (``threshold_method``) and at each of ``fixed_thresholds`` (the MURA study's vote at 0.5)."""
     result = study_level(test_csv, val_csv, index_csv, cfg)
     if result is None:
         return pd.DataFrame()
-    test, val, group_col = result
-    pathologies = prediction_labels(test)
+    test_studies, val_studies, group_col, test_images, val_images = result
+    pathologies = prediction_labels(test_studies)
     method = cfg["threshold_method"]
-    if group_col in test.columns:
-        table = grouped_classification(test, val, pathologies, group_col, method)
-    else:
-        report = classification_report(test, val, pathologies, method)
-        table = pd.DataFrame([{"group": "all", "label": p, **m} for p, m in report["labels"].items()])
+    rules = [(method, None)] + [(f"fixed {float(t):g}", float(t)) for t in cfg["fixed_thresholds"]]
+    parts = []
+    for level, test, val in (("study", test_studies, val_studies), ("image", test_images, val_images)):
+        for rule, fixed in rules:
+            if group_col in test.columns:
+                table = grouped_classification(test, val, pathologies, group_col, method, fixed=fixed)
+            else:
+                report = classification_report(test, val, pathologies, method) if fixed is None else \
+                    fixed_threshold_report(test, pathologies, fixed)
+                table = pd.DataFrame([{"group": "all", "label": p, **m} for p, m in report["labels"].items()])
+            parts.append(table.assign(level=level, threshold_method=rule))
+    table = pd.concat(parts, ignore_index=True)
     table.insert(0, "variant", variant)
     table.insert(0, "dataset", dataset)
-    table["n_studies"] = table["n"]
+    table["n_studies"] = np.where(table["level"] == "study", table["n"], np.nan)
     return table
 
 

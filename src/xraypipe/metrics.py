@@ -354,14 +354,16 @@ def aggregate_studies(predictions: pd.DataFrame, pathologies, study_column: str 
 
 
 def grouped_classification(test: pd.DataFrame, val: pd.DataFrame, pathologies, group_column: str,
-                           method: str = "youden") -> pd.DataFrame:
-    """Metrics per group (e.g. MURA body part) on ``test`` at thresholds chosen on the whole of ``val``.
+                           method: str = "youden", fixed: float | None = None) -> pd.DataFrame:
+    """Metrics per group (e.g. MURA body part) on ``test`` at thresholds chosen on the whole of ``val``, or at the
+    ``fixed`` threshold for every label (e.g. the MURA study's 0.5; ``val`` is then not read).
 
     One row per (group, label) with the columns of ``binary_metrics``; plus an ``all`` group.
     """
     if group_column not in test.columns:
         raise KeyError(f"test predictions have no column {group_column!r}")
-    thresholds = {p: choose_threshold(val[f"label_{p}"], val[f"prob_{p}"], method) for p in pathologies}
+    thresholds = {p: float(fixed) if fixed is not None else
+                  choose_threshold(val[f"label_{p}"], val[f"prob_{p}"], method) for p in pathologies}
     rows = []
     parts = [(str(g), part) for g, part in test.groupby(group_column, sort=True)] + [("all", test)]
     for group, part in parts:

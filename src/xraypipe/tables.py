@@ -402,26 +402,34 @@ def write_iobb_table(summary_files: dict, csv_out, md_out, readers: dict | None 
 
 # ---------------------------------------------------------------------------------------------- study level
 def study_table(parts: list[pd.DataFrame], readers: dict | None = None) -> pd.DataFrame:
-    """Study-level rows (one per dataset x variant x group x label) with the published MURA row for MURA datasets."""
+    """Rows per dataset x variant x level (study, image) x threshold rule x group x label, with the published
+    MURA row for MURA datasets and the differences from it: for the study-level overall rows at the fixed 0.5
+    threshold when the run reports it (the published figures' rule), else at the validation-chosen one."""
     from xraypipe.references import STUDY_REFERENCES_BY_READER
 
     parts = [p for p in parts if len(p)]
-    columns = ["dataset", "variant", "kind", "group", "label", "n_studies", "threshold", "auroc", "auprc",
-               "sensitivity", "specificity", "precision", "f1", "accuracy", "balanced_error", "kappa", "tp", "fp",
-               "tn", "fn"]
+    columns = ["dataset", "variant", "kind", "level", "threshold_method", "group", "label", "n", "n_studies",
+               "threshold", "auroc", "auprc", "sensitivity", "specificity", "precision", "f1", "accuracy",
+               "balanced_error", "kappa", "tp", "fp", "tn", "fn"]
     if not parts:
         return pd.DataFrame(columns=columns)
     table = pd.concat(parts, ignore_index=True)
+    for column, default in (("level", "study"), ("threshold_method", "")):
+        if column not in table.columns:
+            table[column] = default
     table["kind"] = "measured"
     extra = []
     for dataset in table["dataset"].unique():
         for source, values in STUDY_REFERENCES_BY_READER.get((readers or {}).get(dataset), {}).items():
-            extra.append({"dataset": dataset, "variant": f"published: {source}", "kind": "published", "group": "all",
-                          **values})
-            for _, r in table[(table["dataset"] == dataset) & (table["group"] == "all")].iterrows():
+            extra.append({"dataset": dataset, "variant": f"published: {source}", "kind": "published",
+                          "level": "study", "threshold_method": "fixed 0.5", "group": "all", **values})
+            overall = table[(table["dataset"] == dataset) & (table["group"] == "all") & (table["level"] == "study")]
+            if (overall["threshold_method"] == "fixed 0.5").any():
+                overall = overall[overall["threshold_method"] == "fixed 0.5"]
+            for _, r in overall.iterrows():
                 extra.append({"dataset": dataset, "variant": f"{r['variant']} - {source}", "kind": "difference",
-                              "group": "all", "label": r["label"],
-                              **{k: r[k] - v for k, v in values.items()}})
+                              "level": "study", "threshold_method": r["threshold_method"], "group": "all",
+                              "label": r["label"], **{k: r[k] - v for k, v in values.items()}})
     if extra:
         table = pd.concat([table, pd.DataFrame(extra)], ignore_index=True)
     return table[[c for c in columns if c in table.columns]]
@@ -431,8 +439,10 @@ def write_study_table(parts: list[pd.DataFrame], csv_out, md_out, readers: dict 
                       html_out=None) -> pd.DataFrame:
     table = study_table(parts, readers)
     write_csv(csv_out, table, float_format="%.4f")
-    caption = ("Study-level metrics (a study's probability = the mean over its images), per body part and overall, "
-               "at thresholds chosen on the validation studies.")
+    caption = ("Study-level metrics (level study: a study's probability = the mean over its images) and image-level "
+               "metrics (level image), per body part and overall, at thresholds chosen on the validation split "
+               "(studies or images) and, 'fixed t' rows, at the same threshold t for every study (the MURA study's "
+               "0.5 vote; evaluation.fixed_thresholds).")
     write_text(md_out, markdown_table(table, caption=caption) if len(table) else
                caption + "\n\nNo dataset of this experiment has studies (a study_id column in its manifest).\n")
     if html_out:

@@ -115,7 +115,7 @@ STAGE_PARAMS = {
     "detect": ["evaluation.localization", "datasets.{dataset}.reader", "datasets.{dataset}.preprocess",
                "training.device"] + BOOTSTRAP_KEYS,
     "study_table": ["experiment", "datasets", "evaluation.threshold_method", "evaluation.study_column",
-                    "evaluation.group_column"],
+                    "evaluation.group_column", "evaluation.fixed_thresholds"],
     "figures": ["experiment"],
     # the fold assignment, each fold's training (the variant's own keys, like train) and the table
     "cv_folds": ["cross_validation.folds", "cross_validation.seed"],

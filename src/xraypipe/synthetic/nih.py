@@ -251,8 +251,16 @@ def _rendered_boxes(records: list, threads: int):
     if threads <= 1 or len(records) < 4 * threads or "fork" not in mp.get_all_start_methods():
         yield from map(_render_and_save, records)
         return
-    with mp.get_context("fork").Pool(threads) as pool:
+    with mp.get_context("fork").Pool(threads, initializer=_one_thread_per_worker) as pool:
         yield from pool.imap(_render_and_save, records, chunksize=8)
+
+
+def _one_thread_per_worker() -> None:
+    """A pool worker's BLAS/OpenMP pools down to one thread: the job's threads are the processes (Snakemake sets
+    OMP_NUM_THREADS to the job's thread count, and each worker inherits it)."""
+    from threadpoolctl import threadpool_limits
+
+    _RENDER["thread_limits"] = threadpool_limits(limits=1)  # kept alive for the worker's lifetime
 
 
 def generate_nih_synthetic(out_dir: str | os.PathLike, params: dict, threads: int = 1) -> dict:
