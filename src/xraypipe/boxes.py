@@ -275,15 +275,17 @@ def false_positives(truth: pd.DataFrame, detected: pd.DataFrame, thresholds=IOBB
     return pd.DataFrame(rows, columns=columns)
 
 
-def hit_fraction_ci(hits, groups, *, n_boot: int, level: float, seed: int) -> tuple[float, float]:
+def hit_fraction_ci(hits, groups, *, n_boot: int, level: float, seed: int, weights=None) -> tuple[float, float]:
     """Percentile bootstrap CI of a hit fraction, resampling ``groups`` (patients) with the AUROC's bootstrap
-    (``xraypipe.metrics.bootstrap_weights``): boxes of one patient are correlated, like images."""
+    (``xraypipe.metrics.bootstrap_weights``): boxes of one patient are correlated, like images. ``weights``: those
+    multiplicities already drawn for these boxes (one draw serves every T and criterion of a finding)."""
     from xraypipe.metrics import bootstrap_weights, percentile_interval
 
     hits = np.asarray(hits, dtype=float)
     if not n_boot or not len(hits):
         return float("nan"), float("nan")
-    weights = bootstrap_weights(len(hits), n_boot, seed, groups)
+    if weights is None:
+        weights = bootstrap_weights(len(hits), n_boot, seed, groups)
     return percentile_interval(weights @ hits / weights.sum(axis=1), (1 - level) / 2)
 
 
@@ -309,6 +311,15 @@ def summarise(scored: pd.DataFrame, fps: pd.DataFrame, findings, thresholds=IOBB
     by_finding = {f: scored[scored["finding"] == f] for f in findings}
     fp_by_finding = {f: fps[fps["finding"] == f] for f in findings}
     n_images = {f: int(part["image_id"].nunique()) for f, part in by_finding.items()}
+    weights = {}  # one bootstrap draw per finding, shared by every T and criterion
+    if n_boot:
+        from xraypipe.metrics import bootstrap_weights
+
+        for f, part in by_finding.items():
+            if len(part):
+                groups = part["patient_id"].astype(str).to_numpy() if unit == "patient" and \
+                    "patient_id" in part.columns else None
+                weights[f] = bootstrap_weights(len(part), n_boot, seed, groups)
     for suffix in CRITERIA.values():
         for t in thresholds:
             acc = {"T": t, "metric": f"acc{suffix}"}
@@ -322,9 +333,8 @@ def summarise(scored: pd.DataFrame, fps: pd.DataFrame, findings, thresholds=IOBB
                     continue
                 hits = part[f"hit{suffix}_{t:g}"].to_numpy(bool)
                 acc[f] = float(hits.mean())
-                groups = part["patient_id"].astype(str).to_numpy() if unit == "patient" and \
-                    "patient_id" in part.columns else None
-                low[f], high[f] = hit_fraction_ci(hits, groups, n_boot=n_boot, level=level, seed=seed)
+                low[f], high[f] = hit_fraction_ci(hits, None, n_boot=n_boot, level=level, seed=seed,
+                                                  weights=weights.get(f))
                 afp[f] = float(fp_by_finding[f][f"fp{suffix}_{t:g}"].sum()) / n_images[f]
             rows += [acc, low, high, afp]
     for metric, col in (("mean_iobb", "best_iobb"), ("mean_iou", "best_iou")):

@@ -244,6 +244,16 @@ def binary_metrics(y_true, y_score, threshold: float) -> dict:
     return out
 
 
+def macro_mean(labels: dict, pathologies) -> dict:
+    """The mean over labels (NaN-skipping) of each threshold metric and of AUROC/AUPRC."""
+    keys = ["auroc", "auprc", "sensitivity", "specificity", "precision", "f1", "accuracy", "balanced_error", "kappa"]
+    macro = {}
+    for k in keys:
+        values = np.array([labels[p][k] for p in pathologies], dtype=float)
+        macro[k] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+    return macro
+
+
 def classification_report(test: pd.DataFrame, val: pd.DataFrame, pathologies, method: str = "youden") -> dict:
     """Per-label metrics on ``test`` at thresholds chosen on ``val`` (columns ``label_<P>``, ``prob_<P>``),
     plus their macro mean. Returns {"thresholds": {P: t}, "labels": {P: metrics}, "macro": metrics}."""
@@ -256,11 +266,7 @@ def classification_report(test: pd.DataFrame, val: pd.DataFrame, pathologies, me
         t = choose_threshold(val[f"label_{p}"], val[f"prob_{p}"], method)
         thresholds[p] = t
         labels[p] = binary_metrics(test[f"label_{p}"], test[f"prob_{p}"], t)
-    keys = ["auroc", "auprc", "sensitivity", "specificity", "precision", "f1", "accuracy", "balanced_error", "kappa"]
-    macro = {}
-    for k in keys:
-        values = np.array([labels[p][k] for p in pathologies], dtype=float)
-        macro[k] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+    macro = macro_mean(labels, pathologies)
     return {"method": method, "thresholds": thresholds, "labels": labels, "macro": macro}
 
 
@@ -268,11 +274,7 @@ def fixed_threshold_report(test: pd.DataFrame, pathologies, threshold: float) ->
     """Per-label metrics on ``test`` at one fixed ``threshold`` for every label (e.g. 0.5, a softmax's argmax), and
     their macro mean: nothing is chosen on any split. Same layout as ``classification_report``."""
     labels = {p: binary_metrics(test[f"label_{p}"], test[f"prob_{p}"], float(threshold)) for p in pathologies}
-    keys = ["auroc", "auprc", "sensitivity", "specificity", "precision", "f1", "accuracy", "balanced_error", "kappa"]
-    macro = {}
-    for k in keys:
-        values = np.array([labels[p][k] for p in pathologies], dtype=float)
-        macro[k] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+    macro = macro_mean(labels, pathologies)
     return {"method": f"fixed {float(threshold):g}", "thresholds": {p: float(threshold) for p in pathologies},
             "labels": labels, "macro": macro}
 
