@@ -277,3 +277,34 @@ def test_heatmap_layer_auto_named_and_its_map_size():
         heatmap_layer(model, "layer9")
     with pytest.raises(ValueError, match="CAM uses the layer before the global pool"):
         heatmap_layer(model, "layer3", "cam")
+
+
+def test_heatmap_layers_of_a_resampled_input_model_are_the_wrapped_networks():
+    from xraypipe.localization import heatmap_layer, heatmap_resolution
+
+    torch.manual_seed(0)
+    model = build_model("resnet18", num_classes=1, input_size=64).eval()
+    auto, linear = heatmap_layer(model, "auto")
+    assert auto is model.net.layer4 and linear is model.net.fc
+    assert heatmap_layer(model, "layer3")[0] is model.net.layer3
+    # a 128-px cached image is resampled to 64 px first: layer4's map is 2 x 2, and the heatmap comes back at 128 px
+    assert heatmap_resolution(model, auto, np.zeros((128, 128), np.uint8)) == [2, 2]
+    assert heatmaps(model, np.zeros((1, 128, 128), np.uint8), [0]).shape == (1, 128, 128)
+
+
+def test_explanation_pairs_take_the_top_scores_and_the_top_scoring_negatives_per_label():
+    import pandas as pd
+
+    from xraypipe.localization import explanation_pairs
+
+    index = pd.DataFrame({"image_id": ["a", "b", "c", "d", "e", "t"], "split": ["test"] * 5 + ["train"],
+                          "cache_row": [0, 1, 2, 3, 4, 0]})
+    predictions = pd.DataFrame({"image_id": ["a", "b", "c", "d", "e"], "patient_id": list("pqrst"),
+                                "label_Abnormal": [1, 0, 1, 0, 0], "prob_Abnormal": [0.9, 0.8, 0.3, 0.6, 0.1]})
+    pairs = explanation_pairs(predictions, index, ["Abnormal"], {"Abnormal": 0.5}, per_label=2)
+    # the two highest scores (a, b), then the highest-scoring negatives not already shown (d, e)
+    assert pairs["image_id"].tolist() == ["a", "b", "d", "e"]
+    assert pairs["cache_row"].tolist() == [0, 1, 3, 4]
+    assert pairs["label"].tolist() == [1, 0, 0, 0] and pairs["called"].tolist() == [1.0, 1.0, 1.0, 0.0]
+    unknown = explanation_pairs(predictions, index, ["Abnormal"], {}, per_label=1)
+    assert unknown["called"].isna().all() and unknown["image_id"].tolist() == ["a", "b"]

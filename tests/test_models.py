@@ -9,13 +9,13 @@ import torch
 from xraypipe.models import MODELS, build_model, load_weights
 
 torch.set_num_threads(1)
-LIGHT = {"densenet121", "densenet169", "vgg16_partial", "vgg_like"}  # heavier: smaller input
+SMALLER = {"dense_baseline": {"resize_to": 32}}  # its study size flattens 512 x 512 pixels (134 M weights)
 
 
 @pytest.mark.parametrize("name", MODELS.names())
 def test_every_model_builds_runs_and_backpropagates(name):
     torch.manual_seed(0)
-    model = build_model(name, num_classes=3, in_channels=1)
+    model = build_model(name, num_classes=3, in_channels=1, **SMALLER.get(name, {}))
     x = torch.randn(2, 1, 64, 64)
     out = model(x)
     assert out.shape == (2, 3)
@@ -95,18 +95,63 @@ def test_vgg16_partial_as_the_pediatric_pneumonia_study_writes_it():
         build_model("vgg16_partial", num_classes=1, hidden=[1024, 512], dropout=[0.7])
 
 
-@pytest.mark.parametrize("name,kind", [("conv2", 2), ("conv3", 3), ("conv4", 4)])
-def test_convn_presets_and_regularisation(name, kind):
-    bn = build_model(name, num_classes=1)
-    do = build_model(name, num_classes=1, regularization="dropout")
-    convs = [m for m in bn.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert len(convs) == kind
-    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in bn.modules())
-    assert not any(isinstance(m, torch.nn.Dropout2d) for m in bn.modules())
-    assert any(isinstance(m, torch.nn.Dropout2d) for m in do.modules())
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in do.modules())
+def _layers(model, kind):
+    return [m for m in model.modules() if isinstance(m, kind)]
+
+
+@pytest.mark.parametrize("name,size,filters,kernels,pools,hidden,regularisation", [
+    ("conv2", 512, [2, 4, 8], [3, 5, 7], [2, 2, 2], 32, "dropout"),
+    ("conv3", 224, [2, 2, 4, 4, 8], [3, 3, 5, 5, 7], [2, 2, 2, 2, 4], 64, "dropout"),  # the study's section 5.2.2
+    ("conv4", 224, [8, 16, 32, 64, 128], [3] * 5, [2, 2, 2, 2, 4], 64, "batchnorm"),
+])
+def test_convn_as_the_mura_study_writes_them(name, size, filters, kernels, pools, hidden, regularisation):
+    from xraypipe.model_layers import CappedMaxPool2d
+
+    model = build_model(name, num_classes=1).eval()
+    convs = _layers(model, torch.nn.Conv2d)
+    assert [m.out_channels for m in convs] == filters and [m.kernel_size[0] for m in convs] == kernels
+    assert [m.kernel for m in _layers(model, CappedMaxPool2d)] == pools
+    assert bool(_layers(model, torch.nn.BatchNorm2d)) == (regularisation == "batchnorm")
+    block_dropouts = len(_layers(model, torch.nn.Dropout)) - 1  # the hidden dense layer's dropout
+    assert block_dropouts == (len(filters) if regularisation == "dropout" else 0)
+    linears = _layers(model, torch.nn.Linear)
+    # flatten of the last block's own map at the study's size (the pool before the flatten is an identity there)
+    grid = size
+    for p in pools:
+        grid //= p
+    assert [(m.in_features, m.out_features) for m in linears] == [(filters[-1] * grid * grid, hidden), (hidden, 1)]
+    trunk = torch.nn.Sequential(*list(model.children())[:-6])  # up to the adaptive pool
+    with torch.no_grad():
+        assert trunk(torch.zeros(1, 1, size, size)).shape[-2:] == (grid, grid)
+        assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 1)  # a small input pools whole where a pool is larger
     with pytest.raises(ValueError, match="regularization"):
         build_model(name, num_classes=1, regularization="both")
+
+
+def test_dense_baseline_flattens_the_512_px_image_into_512_64_32_1():
+    model = build_model("dense_baseline", num_classes=1)
+    assert [(m.in_features, m.out_features) for m in _layers(model, torch.nn.Linear)] == [
+        (512 * 512, 512), (512, 64), (64, 32), (32, 1)]
+    assert len(_layers(model, torch.nn.Dropout)) == 3
+
+
+def test_input_size_resamples_every_input_to_the_networks_design_size():
+    torch.manual_seed(0)
+    wrapped = build_model("conv3", num_classes=1, input_size=224).eval()
+    plain = build_model("conv3", num_classes=1).eval()
+    plain.load_state_dict(wrapped.net.state_dict())
+    x = torch.rand(2, 1, 512, 512)
+    seen = []
+    handle = wrapped.net[0].register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape[-2:])))
+    with torch.no_grad():
+        out = wrapped(x)
+        expected = plain(torch.nn.functional.interpolate(x, size=(224, 224), mode="bilinear", align_corners=False,
+                                                          antialias=True))
+        same = torch.rand(1, 1, 224, 224)
+        torch.testing.assert_close(wrapped(same), plain(same))  # an input at the size is passed as it is
+    handle.remove()
+    assert seen[0] == (224, 224)
+    torch.testing.assert_close(out, expected)
 
 
 def test_vgg_like_has_two_2048_unit_layers_and_one_input_channel():

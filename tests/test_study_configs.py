@@ -70,6 +70,22 @@ def test_nih_localization_config_is_the_study_as_reported():
     assert cfg["evaluation"]["threshold_method"] == "youden"
 
 
+def test_mura_config_is_the_study_as_reported():
+    cfg = validate_config(merged("mura"), source="config/mura.yaml")
+    assert cfg["datasets"]["mura"]["preprocess"]["image_size"] == 512
+    variants = {name: cfg["variants"][name] for name in cfg["experiment"]["variants"]}
+    assert set(variants) == {"dense_baseline", "conv2", "conv3", "conv4", "densenet169"}
+    # the study's input sizes: 512 px for the dense baseline and Conv2, 224 px for Conv3 and Conv4
+    sizes = {name: v["model_args"].get("input_size", 512) for name, v in variants.items()}
+    assert sizes == {"dense_baseline": 512, "conv2": 512, "conv3": 224, "conv4": 224, "densenet169": 224}
+    for name, v in variants.items():
+        assert (v["batch_size"], v["optimizer"], v["loss"]) == (8, "adam", "class_weighted_bce"), name
+    for name in ("dense_baseline", "conv2", "conv3", "conv4"):
+        assert variants[name]["model"] == name and variants[name]["normalization"] == "per_pixel"
+        assert variants[name]["epochs"] == (10 if name == "conv4" else 25)
+    assert cfg["evaluation"]["fixed_thresholds"] == [0.5] and cfg["evaluation"]["study_column"] == "study_id"
+
+
 def test_pediatric_pneumonia_grid_is_the_study_as_reported():
     cfg = merged("kermany")
     grid = yaml.safe_load((ROOT / "config" / "kermany_study_grid.yaml").read_text())["experiment"]
@@ -136,6 +152,11 @@ def test_study_config_runs_shrunk_on_its_twin(tmp_path, study):
         var["staged_head_epochs"] = 1
         if var.get("weights"):
             var["weights"] = _local_weights(tmp_path, var["model"])  # offline: a locally created weights file
+        args = var.get("model_args") or {}
+        if "input_size" in args:  # still resampled, to a size a CPU test affords
+            var["model_args"] = {**args, "input_size": 48}
+        if var["model"] == "dense_baseline":  # the study's 512 x 512 flatten is 134 M weights
+            var["model_args"] = {**args, "resize_to": 16}
     cfg["evaluation"] = {**cfg.get("evaluation", {}), "bootstrap_samples": 50}
     cfg["training"] = {**cfg.get("training", {}), "threads": 1}
     targets = [f"results/metrics/{d}/{v}.json" for d in cfg["experiment"]["datasets"]
@@ -145,10 +166,19 @@ def test_study_config_runs_shrunk_on_its_twin(tmp_path, study):
                                              "box_split": {"min_train_images": 10}}
         targets += [f"results/localization/{d}/{v}/summary.csv" for d in cfg["experiment"]["datasets"]
                     for v in cfg["experiment"]["variants"]]
+    if study == "mura":  # no boxes: the Grad-CAM figure explains the highest-scoring test images
+        targets += [f"results/figures/gradcam_mura_{v}.png" for v in ("conv3", "dense_baseline")]
     wf = make_workflow_copy(tmp_path / "wf", cfg)
     run([str(BIN / "snakemake"), "--cores", "2", *targets], wf, timeout=1200)
     for target in targets:
         assert (wf / target).stat().st_size > 0
+    if study == "mura":
+        import json
+
+        info = json.loads((wf / "results/localization/mura/conv3/info.json").read_text())
+        assert info["boxes"] is False and info["n_pairs"] > 0 and info["heatmap"]["layer"].startswith("net.")
+        dense = json.loads((wf / "results/localization/mura/dense_baseline/info.json").read_text())
+        assert "no convolutional layer" in dense["skipped"]  # a flatten + dense network has no heat map
     if study == "nih_localization":
         manifest = pd.read_csv(wf / "results/splits/nih_boxed9.csv")
         sampled = manifest[manifest["split"] != "test"]

@@ -178,9 +178,13 @@ def gradcam_figure(heatmaps_npz, scored_csv, detected_csv, info_json, test_array
     scored = pd.read_csv(scored_csv, dtype={"image_id": str})
     detected = pd.read_csv(detected_csv, dtype={"image_id": str})
     info = json.loads(Path(info_json).read_text())
+    if info.get("boxes") is False and len(maps):
+        with np.load(heatmaps_npz) as z:
+            _explanations_figure(plt, maps, z, info, np.load(test_array, mmap_mode="r"), out_png, title)
+        return
     if len(maps) == 0:
         fig, ax = plt.subplots(figsize=(5, 1.5))
-        ax.text(0.5, 0.5, "no test image with a ground-truth box", ha="center", va="center")
+        ax.text(0.5, 0.5, info.get("skipped") or "no test image with a ground-truth box", ha="center", va="center")
         ax.set_axis_off()
         _save(fig, out_png)
         return
@@ -222,3 +226,38 @@ def gradcam_figure(heatmaps_npz, scored_csv, detected_csv, info_json, test_array
     fig.suptitle(title or f"{info['method']} heatmaps of the ground-truth finding{where}; boxes by box method")
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     _save(fig, out_png)
+
+
+def _short_id(image_id: str, width: int = 30) -> str:
+    """An image id that fits a panel title (MURA's are paths): its last ``width`` characters."""
+    image_id = str(image_id)
+    return image_id if len(image_id) <= width else "..." + image_id[-(width - 3):]
+
+
+def _explanations_figure(plt, maps, saved, info, images, out_png, title: str) -> None:
+    """A dataset without boxes: one row per label, its highest-scoring test images (then its highest-scoring true
+    negatives), each with the heatmap of that label, its score, its label and whether the classifier calls it."""
+    findings, image_ids, rows = saved["finding"], saved["image_id"], saved["cache_row"]
+    scores, labels, called = saved["score"], saved["label"], saved["called"]
+    order = list(dict.fromkeys(findings.tolist()))
+    n_cols = max(int((findings == f).sum()) for f in order)
+    fig, axes = plt.subplots(len(order), n_cols, figsize=(2.8 * n_cols, 3.1 * len(order)), squeeze=False)
+    for r, finding in enumerate(order):
+        picks = np.flatnonzero(findings == finding)
+        for c in range(n_cols):
+            ax = axes[r, c]
+            if c >= len(picks):
+                ax.axis("off")
+                continue
+            k = picks[c]
+            truth = {1.0: "positive", 0.0: "negative"}.get(float(labels[k]), "unlabelled")
+            call = "" if np.isnan(called[k]) else (", called positive" if called[k] else ", called negative")
+            draw_overlay(ax, np.asarray(images[int(rows[k])]), maps[k], (), (),
+                         f"{finding} {_short_id(image_ids[k])}\nscore {scores[k]:.2f}, {truth}{call}")
+    layer = info.get("heatmap") or {}
+    where = f" ({layer['layer']}, {layer['map_size']} map)" if layer.get("map_size") else ""
+    fig.suptitle(title or f"{info['method']} heatmaps{where}; no ground-truth boxes: per label, the highest-scoring "
+                          "test images, then the highest-scoring negatives")
+    fig.tight_layout()
+    _save(fig, out_png)
+

@@ -16,6 +16,7 @@ Boxes are ``(x, y, w, h)`` in continuous pixel coordinates: pixel (row i, column
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -44,6 +45,10 @@ def cam_layers(model):
     """
     import torch.nn as nn
 
+    from xraypipe.model_layers import ResampledInput
+
+    if isinstance(model, ResampledInput):  # input_size: the layers of the wrapped network
+        return cam_layers(model.net)
     if hasattr(model, "layer4") and isinstance(getattr(model, "fc", None), nn.Linear):
         return model.layer4, model.fc
     if isinstance(model, nn.Sequential):
@@ -86,11 +91,14 @@ def heatmap_layer(model, layer: str = "auto", method: str = "gradcam"):
     if method == "cam":
         raise ValueError(f"localization layer {layer!r}: CAM uses the layer before the global pool; set layer: auto "
                          "or method: gradcam")
+    from xraypipe.model_layers import ResampledInput
+
+    inner = model.net if isinstance(model, ResampledInput) else model
     try:
-        return model.get_submodule(layer), None
+        return inner.get_submodule(layer), None  # named as in the network itself (layer3, not net.layer3)
     except AttributeError:
-        names = [n for n, m in model.named_children()]
-        raise ValueError(f"localization layer {layer!r}: {type(model).__name__} has no such module (its top-level "
+        names = [n for n, m in inner.named_children()]
+        raise ValueError(f"localization layer {layer!r}: {type(inner).__name__} has no such module (its top-level "
                          f"modules: {', '.join(names)})") from None
 
 
@@ -270,6 +278,88 @@ def heatmap_pairs(gt_pairs: pd.DataFrame, images: pd.DataFrame, positives: pd.Da
     return pairs.sort_values(["cache_row", "finding"], kind="stable").reset_index(drop=True)
 
 
+def explanation_pairs(predictions: pd.DataFrame, index: pd.DataFrame, pathologies, thresholds: dict,
+                      per_label: int) -> pd.DataFrame:
+    """For a dataset without ground-truth boxes: per label, the ``per_label`` test images the classifier scores
+    highest, and as many of the highest-scoring images that are truly negative (so the figure shows what the
+    network looks at when it is right and when it raises a false alarm). Columns image_id, cache_row, finding,
+    score, label (1 / 0; NaN when unlabelled), called (score >= the validation-chosen threshold, when known)."""
+    test = index[index["split"] == "test"][["image_id", "cache_row"]].astype({"image_id": str})
+    frame = predictions.astype({"image_id": str}).merge(test, on="image_id", how="inner", validate="one_to_one")
+    parts = []
+    for finding in pathologies:
+        scored = frame.assign(finding=finding, score=frame[f"prob_{finding}"], label=frame[f"label_{finding}"])
+        scored = scored.sort_values(["score", "image_id"], ascending=[False, True], kind="stable")
+        top = scored.head(per_label)
+        negatives = scored[(scored["label"] == 0) & ~scored["image_id"].isin(top["image_id"])].head(per_label)
+        parts.append(pd.concat([top, negatives]))
+    columns = ["image_id", "cache_row", "finding", "score", "label"]
+    pairs = pd.concat(parts, ignore_index=True)[columns] if parts else pd.DataFrame(columns=columns)
+    threshold = pairs["finding"].map(lambda f: thresholds.get(f, np.nan)).astype(float)
+    pairs["called"] = np.where(threshold.isna(), np.nan, (pairs["score"] >= threshold).astype(float))
+    return pairs.reset_index(drop=True)
+
+
+def _write_empty_tables(out_dir) -> None:
+    from xraypipe.atomic import write_csv
+
+    empty = pd.DataFrame(columns=["localizer", "metric"])
+    for name in ("detected.csv", "scored.csv", "summary.csv"):
+        write_csv(Path(out_dir) / name, empty)
+
+
+def _without_heatmaps(out_dir, reason: str, boxes: bool) -> dict:
+    """localize() for a model that cannot give heat maps: empty outputs and ``info.json`` saying why."""
+    from xraypipe.atomic import atomic_path, write_json
+
+    _write_empty_tables(out_dir)
+    with atomic_path(Path(out_dir) / "heatmaps.npz") as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, heatmaps=np.zeros((0, 1, 1), np.float16), image_id=np.zeros(0, str),
+                                cache_row=np.zeros(0, int), finding=np.zeros(0, str))
+    info = {"boxes": bool(boxes), "skipped": reason, "heatmap": None, "box_methods": [], "n_pairs": 0}
+    write_json(Path(out_dir) / "info.json", info)
+    print(reason, flush=True)
+    return info
+
+
+def _explain_without_boxes(model, meta, index, cached, predictions_csv, thresholds_json, cfg, out_dir, resize):
+    """localize() for a dataset without boxes: ``heatmaps.npz`` of ``explanation_pairs`` (with their scores and
+    labels), empty score tables, ``info.json`` saying so (``boxes: false``)."""
+    from xraypipe.atomic import atomic_path, write_json
+
+    pathologies = list(meta["pathologies"])
+    thresholds = json.loads(Path(thresholds_json).read_text()).get("thresholds", {})
+    predictions = pd.read_csv(predictions_csv, dtype={"image_id": str, "patient_id": str})
+    pairs = explanation_pairs(predictions, index, pathologies, thresholds, int(cfg["overlays_per_finding"]))
+    method, layer = cfg["method"], cfg["layer"]
+    started = time.perf_counter()
+    maps = heatmaps(model, cached[pairs["cache_row"].to_numpy(int)] if len(pairs) else np.zeros((0, 1, 1), np.uint8),
+                    [pathologies.index(f) for f in pairs["finding"]], method=method,
+                    normalization=meta.get("normalization"), layer=layer)
+    seconds = time.perf_counter() - started
+    target, _ = heatmap_layer(model, layer, method)
+    layer_name = next(name for name, module in model.named_modules() if module is target)
+    heatmap = {"layer": layer_name or type(model).__name__,
+               "map_size": "x".join(map(str, heatmap_resolution(model, target, cached[0], meta.get("normalization"))))
+               if len(cached) else None, "image_size": int(meta["image_size"])}
+    _write_empty_tables(out_dir)
+    with atomic_path(Path(out_dir) / "heatmaps.npz") as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, heatmaps=maps.astype(np.float16), image_id=pairs["image_id"].to_numpy(str),
+                                cache_row=pairs["cache_row"].to_numpy(int), finding=pairs["finding"].to_numpy(str),
+                                score=pairs["score"].to_numpy(float), label=pairs["label"].to_numpy(float),
+                                called=pairs["called"].to_numpy(float))
+    info = {"boxes": False, "n_images": int(pairs["image_id"].nunique()), "n_pairs": int(len(pairs)),
+            "explained": "per label: the highest-scoring test images and the highest-scoring true negatives",
+            "method": method, "findings": pathologies, "image_size": meta["image_size"], "resize": resize,
+            "heatmap": heatmap, "box_methods": []}
+    write_json(Path(out_dir) / "info.json", info)
+    print(f"no ground-truth boxes: {len(pairs)} heat maps to look at, nothing scored; wall time {seconds:.2f} s",
+          flush=True)
+    return info
+
+
 def localize(*, model_path, cache_dir, boxes_csv, predictions_csv, thresholds_json, resize: str, cfg: dict,
              out_dir, threads: int = 1, bootstrap: dict | None = None) -> dict:
     """The localize stage for one dataset x variant: heatmaps on the scoring images, boxes by every box method from
@@ -311,7 +401,13 @@ def localize(*, model_path, cache_dir, boxes_csv, predictions_csv, thresholds_js
     method = cfg["method"]
     layer = cfg["layer"]
 
+    if not any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):  # e.g. the MURA study's dense baseline
+        return _without_heatmaps(out_dir, f"{meta['model']} has no convolutional layer: no {method} heat map",
+                                 boxes=boxes_csv is not None)
     index = load_cache_index(cache_dir)
+    if boxes_csv is None:  # no ground-truth boxes (MURA, CheXpert, Kermany): heat maps to look at, nothing scored
+        return _explain_without_boxes(model, meta, index, load_cache_split(cache_dir, "test"), predictions_csv,
+                                      thresholds_json, cfg, out_dir, resize)
     # the split over all the dataset's boxed findings, exactly as train_detector/detect compute it
     boxes, counts = scoring_split(boxes_csv, index, meta["image_size"], resize, boxed_findings(index), cfg)
     truth = boxes[boxes["finding"].isin(findings)]

@@ -202,29 +202,49 @@ def build_vgg_like(num_classes: int, in_channels: int = 1, weights: str | None =
 
 
 @MODELS.register("dense_baseline")
-def build_dense_baseline(num_classes: int, in_channels: int = 1, weights: str | None = None, resize_to: int = 32,
-                         hidden=(256, 128), dropout: float = 0.5):
-    """The MURA study's flatten + dense baseline: the (down-sampled) image flattened into fully connected layers."""
+def build_dense_baseline(num_classes: int, in_channels: int = 1, weights: str | None = None, resize_to: int = 512,
+                         hidden=(512, 64, 32), dropout: float = 0.5):
+    """The MURA study's flatten + dense baseline (its section 5.1): the 512 x 512 image flattened, dense layers of
+    512, 64 and 32 units (ReLU, each followed by dropout), one output. ``resize_to``: the grid the image is
+    average-pooled to before flattening (an identity at the study's 512 px; smaller in tests)."""
     nn = _nn()
-    layers, width = [nn.AdaptiveAvgPool2d(resize_to), nn.Flatten()], in_channels * resize_to * resize_to
+    layers, width = [nn.AdaptiveAvgPool2d(int(resize_to)), nn.Flatten()], in_channels * int(resize_to) ** 2
     for units in hidden:
-        layers += [nn.Linear(width, units), nn.ReLU(inplace=True), nn.Dropout(dropout)]
-        width = units
+        layers += [nn.Linear(width, int(units)), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+        width = int(units)
     model = nn.Sequential(*layers, nn.Linear(width, num_classes))
     return _maybe_load(model, weights, "dense_baseline")
 
 
-# The MURA study's ConvN networks: per block (filters, kernel, pool); "dropout" or "batchnorm" regularisation.
+# The MURA study's ConvN networks (its section 5.2), per block (filters, kernel, pool), then flatten, one hidden
+# dense layer with dropout and the output. Conv3 is given in full by the study; Conv2 and Conv4 only in outline
+# (what the report leaves open is chosen as its description implies and can be overridden in model_args):
+# - conv2: "three blocks" of conv / pool / dropout at 512 px, "fewer filters and a small kernel first, then
+#   gradually increased" (here Conv3's own progression, 2 -> 4 -> 8 filters, kernels 3 -> 5 -> 7, pools 2), Dense 32;
+# - conv3: filters (2, 2, 4, 4, 8), kernels (3, 3, 5, 5, 7), pools (2, 2, 2, 2, 4), dropout blocks, Dense 64, 224 px;
+# - conv4: Conv3's five blocks and pools with batch norm instead of dropout, one kernel size (3) and filters
+#   rising "with a steeper curve" (doubling: 8 -> 128), Dense 64, 224 px.
+# flatten_grid: the last block's map at the study's input size (512 / 8 = 64; 224 / 64 = 3); other input sizes
+# are average-pooled to that grid, so the dense layer keeps the study's shape.
 CONVN_PRESETS = {
-    "conv2": {"filters": (32, 64), "kernels": (3, 3), "pools": (2, 2)},
-    "conv3": {"filters": (32, 64, 128), "kernels": (3, 3, 3), "pools": (2, 2, 2)},
-    "conv4": {"filters": (32, 64, 128, 256), "kernels": (5, 3, 3, 3), "pools": (2, 2, 2, 2)},
+    "conv2": {"filters": (2, 4, 8), "kernels": (3, 5, 7), "pools": (2, 2, 2), "regularization": "dropout",
+              "hidden": 32, "flatten_grid": 64},
+    "conv3": {"filters": (2, 2, 4, 4, 8), "kernels": (3, 3, 5, 5, 7), "pools": (2, 2, 2, 2, 4),
+              "regularization": "dropout", "hidden": 64, "flatten_grid": 3},
+    "conv4": {"filters": (8, 16, 32, 64, 128), "kernels": (3, 3, 3, 3, 3), "pools": (2, 2, 2, 2, 4),
+              "regularization": "batchnorm", "hidden": 64, "flatten_grid": 3},
 }
 
 
 def build_convn(num_classes: int, in_channels: int = 1, weights: str | None = None, *, filters, kernels, pools,
-                regularization: str = "batchnorm", dropout: float = 0.25, hidden: int = 256, name: str = "convN"):
-    """Conv blocks (conv + ReLU + max-pool, with batch-norm or dropout), global average pooling, dense + out."""
+                regularization: str = "dropout", dropout: float = 0.25, hidden: int = 64, dense_dropout: float = 0.5,
+                flatten_grid: int = 3, name: str = "convN"):
+    """Blocks of conv + ReLU + max-pool followed by dropout (``dropout``) or with batch norm after the conv
+    (``batchnorm``), the map average-pooled to ``flatten_grid`` (an identity at the design size) and flattened, a
+    dense layer of ``hidden`` units with dropout ``dense_dropout``, and the output. A pool larger than the map
+    (a small test input) pools the whole map."""
+    from xraypipe.model_layers import CappedMaxPool2d
+
     nn = _nn()
     if not (len(filters) == len(kernels) == len(pools)):
         raise ValueError(f"{name}: filters, kernels and pools need one entry per block")
@@ -232,13 +252,14 @@ def build_convn(num_classes: int, in_channels: int = 1, weights: str | None = No
         raise ValueError(f"{name}: regularization must be 'batchnorm' or 'dropout', not {regularization!r}")
     layers, channels = [], in_channels
     for f, k, p in zip(filters, kernels, pools, strict=True):
-        layers += _conv_bn_relu(nn, channels, f, k, batchnorm=regularization == "batchnorm")
-        layers.append(nn.MaxPool2d(p))
+        layers += _conv_bn_relu(nn, channels, int(f), int(k), batchnorm=regularization == "batchnorm")
+        layers.append(CappedMaxPool2d(int(p)))
         if regularization == "dropout":
-            layers.append(nn.Dropout2d(dropout))
-        channels = f
-    model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, hidden),
-                          nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, num_classes))
+            layers.append(nn.Dropout(dropout))
+        channels = int(f)
+    grid = int(flatten_grid)
+    model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(grid), nn.Flatten(), nn.Linear(channels * grid * grid, hidden),
+                          nn.ReLU(inplace=True), nn.Dropout(dense_dropout), nn.Linear(hidden, num_classes))
     return _maybe_load(model, weights, name)
 
 
@@ -357,8 +378,17 @@ def load_weights(weights: str, model_name: str) -> dict:
             f"or save the state dict to a .pt file and set weights: to its path.") from None
 
 
-def build_model(name: str, num_classes: int, in_channels: int = 1, weights: str | None = None, **model_args):
-    return MODELS.get(name)(num_classes=num_classes, in_channels=in_channels, weights=weights, **model_args)
+def build_model(name: str, num_classes: int, in_channels: int = 1, weights: str | None = None,
+                input_size: int | None = None, **model_args):
+    """The registered model ``name``; ``input_size`` (a ``model_args`` key of any model): the network is wrapped
+    so that every input is resampled (bilinear, antialiased) to ``input_size`` x ``input_size`` first -- a model
+    designed for 224 px trains on a 512-px cache, and the model file carries the resampling with it."""
+    model = MODELS.get(name)(num_classes=num_classes, in_channels=in_channels, weights=weights, **model_args)
+    if input_size is None:
+        return model
+    from xraypipe.model_layers import ResampledInput
+
+    return ResampledInput(model, int(input_size))
 
 
 # ------------------------------------------------------------------------------------------------ initialisation
