@@ -118,3 +118,75 @@ def test_training_never_draws_a_batch_of_one_image(tmp_path):
     assert sizes == [8, 8, 8, 8] and len(train) == 4
     evaluation = CacheBatches(tmp_path, "train", PATHOLOGIES, batch_size=8)
     assert [len(rows) for *_, rows in evaluation] == [8, 8, 8, 8, 1] and len(evaluation) == 5
+
+
+COPIES = {"copies": 2, "of": "negative", "flip_probability": 0.5, "max_rotate_deg": 20, "brightness": [1.2, 1.5]}
+
+
+def _one_label_cache(tmp_path, n=12, size=16):
+    """A Kermany-like cache: one label; rows 0-3 NORMAL (0), the others PNEUMONIA (1); dim images so brightening
+    is not clipped."""
+    rng = np.random.default_rng(2)
+    images = rng.integers(20, 120, size=(n, size, size), dtype=np.uint8)
+    np.save(tmp_path / "train.npy", images)
+    labels = np.where(np.arange(n) < 4, 0.0, 1.0)
+    write_csv(tmp_path / "index.csv", pd.DataFrame({
+        "cache_row": np.arange(n), "image_id": [f"i{i}" for i in range(n)], "patient_id": [str(i) for i in range(n)],
+        "split": "train", "Pneumonia": labels}))
+    return images
+
+
+def _batches_by_row(batches):
+    out = {}
+    for x, y, _, rows in batches:
+        for k, r in enumerate(rows.tolist()):
+            out[r] = (x[k].clone(), float(y[k, 0]))
+    return out
+
+
+def test_minority_copies_are_fixed_augmented_copies_of_the_normal_images(tmp_path):
+    images = _one_label_cache(tmp_path)
+    plain = CacheBatches(tmp_path, "train", ["Pneumonia"], batch_size=5, shuffle=True, seed=1)
+    copied = CacheBatches(tmp_path, "train", ["Pneumonia"], batch_size=5, shuffle=True, seed=1,
+                          minority_copies=COPIES)
+    # two copies of each of the 4 NORMAL images, labelled NORMAL, after the 12 originals
+    assert copied.n_images == 12 + 8 and copied.copy_source.tolist() == [0, 1, 2, 3] * 2
+    assert copied.targets[12:, 0].tolist() == [0.0] * 8 and len(copied) == 4
+    first, second = _batches_by_row(copied), None
+    copied.set_epoch(1)
+    second = _batches_by_row(copied)
+    assert sorted(first) == sorted(second) == list(range(20))  # every original and copy once an epoch
+    reference = _batches_by_row(plain)
+    for r in range(12):  # the originals are untouched
+        torch.testing.assert_close(first[r][0], reference[r][0])
+    for r in range(12, 20):
+        torch.testing.assert_close(first[r][0], second[r][0])  # a copy is the same image every epoch
+        assert first[r][1] == 0.0
+    # a copy is its source rotated/flipped and brightened by x1.2-1.5: with no rotation and no flip, exactly that
+    still = CacheBatches(tmp_path, "train", ["Pneumonia"], batch_size=20, minority_copies={
+        **COPIES, "flip_probability": 0.0, "max_rotate_deg": 0.0})
+    x = next(iter(still))[0]
+    unit = x * 0.25 + 0.5  # undo the fixed normalisation (mean 0.5, std 0.25)
+    source = torch.from_numpy(images[still.copy_source].astype(np.float32) / 255).unsqueeze(1)
+    gain = (unit[12:] / source).flatten(1)
+    assert float(gain.std(dim=1).max()) < 1e-3  # one factor per copy
+    assert 1.2 - 1e-3 <= float(gain.mean(dim=1).min()) and float(gain.mean(dim=1).max()) <= 1.5 + 1e-3
+    # every copy flipped: the mirror image of its (unrotated) source
+    flipped = CacheBatches(tmp_path, "train", ["Pneumonia"], batch_size=20, minority_copies={
+        **COPIES, "flip_probability": 1.0, "max_rotate_deg": 0.0, "brightness": [1.0, 1.0]})
+    x = next(iter(flipped))[0]
+    torch.testing.assert_close(x[12:16], torch.flip(x[:4], dims=[-1]), atol=1e-4, rtol=0)
+
+
+def test_minority_copies_of_positive_images_and_none_by_default(tmp_path):
+    _one_label_cache(tmp_path)
+    positives = CacheBatches(tmp_path, "train", ["Pneumonia"], batch_size=4, minority_copies={**COPIES, "copies": 1,
+                                                                                              "of": "positive"})
+    assert positives.copy_source.tolist() == list(range(4, 12))
+    assert CacheBatches(tmp_path, "train", ["Pneumonia"], batch_size=4).n_images == 12
+    # with on-the-fly augmentation too (a copy's own draw, then the epoch's): every image, finite
+    augmented = CacheBatches(tmp_path, "train", ["Pneumonia"], batch_size=4, shuffle=True, augment=True,
+                             minority_copies=COPIES)
+    seen = [(x, rows) for x, _, _, rows in augmented]
+    assert sorted(r for _, rows in seen for r in rows.tolist()) == list(range(20))
+    assert all(bool(torch.isfinite(x).all()) for x, _ in seen)

@@ -98,6 +98,9 @@ def test_pediatric_pneumonia_grid_is_the_study_as_reported():
         assert (v["model"], v["optimizer"], v["epochs"], v["regime"], v["loss"]) == \
             ("vgg16_partial", "adam", 6, "full", "fixed_weighted_bce")
         assert v["loss_args"] == {"pos_weight": 0.4, "neg_weight": 1.0}
+        # the extra augmented NORMAL copies, and no on-the-fly augmentation
+        assert v["minority_copies"] == {"copies": 1, "of": "negative", "flip_probability": 0.5,
+                                        "max_rotate_deg": 20, "brightness": [1.2, 1.5]} and v["augment"] is False
         assert v["model_args"] == {"vgg_layers": 10, "separable": [256, 512], "convs_per_block": 3,
                                    "hidden": [1024, 512], "dropout": [0.7, 0.5], "pooling": "flatten"}
 

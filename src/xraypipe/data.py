@@ -40,11 +40,15 @@ class CacheBatches:
                  augment: bool = False, seed: int = 0, pin_memory: bool = False, rank: int = 0, world_size: int = 1,
                  encoding: str = "u_ignore", blank: str = "masked", oversample: bool = False,
                  targets_override=None, augment_args: dict | None = None, normalization=None,
-                 reuse_buffer: bool = False, workers: int = 0, augment_device=None):
+                 reuse_buffer: bool = False, workers: int = 0, augment_device=None, minority_copies=None):
         """``split``: a split name (every row of ``<split>.npy``), or a row selection: a DataFrame with ``split``
         and ``cache_row`` columns naming rows of any splits (e.g. a cross-validation fold of train + val), read
         through the existing memory maps (``CacheRows``), never copied. Rows are then ordered by (split,
-        cache_row); ``rows`` yielded with each batch are positions in ``self.index``."""
+        cache_row); ``rows`` yielded with each batch are positions in ``self.index``.
+
+        ``minority_copies`` (``variants.<v>.minority_copies``): ``copies`` extra copies of every image of one class
+        (``of``), each augmented once by its own seeded draw (``draw_copy_augmentation``), the same every epoch:
+        they are positions ``len(self.index)`` and up (``self.copy_source`` names the image each copies)."""
         import torch
 
         from xraypipe.encodings import encode_uncertain_labels
@@ -64,6 +68,8 @@ class CacheBatches:
         targets, mask = encode_uncertain_labels(labels, encoding, blank)
         if targets_override is not None:  # e.g. U-SelfTrained's relabelled targets
             targets, mask = (np.asarray(a, dtype=np.float32) for a in targets_override)
+        self.copy_source, self.copy_draws = minority_copy_plan(targets, mask, minority_copies, seed)
+        targets, mask = (np.concatenate([a, a[self.copy_source]]) for a in (targets, mask))
         self.targets, self.mask = torch.from_numpy(targets), torch.from_numpy(mask)
         self.sample_weights = oversampling_weights(targets, mask) if oversample else None
         self.batch_size = batch_size
@@ -103,8 +109,13 @@ class CacheBatches:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    @property
+    def n_images(self) -> int:
+        """The images of an epoch: the split's rows and the minority copies."""
+        return len(self.index) + len(self.copy_source)
+
     def __len__(self) -> int:
-        n = len(self.index)
+        n = self.n_images
         full, rest = divmod(n, self.batch_size)
         return full + (1 if rest >= self._smallest_batch() else 0)
 
@@ -116,7 +127,7 @@ class CacheBatches:
     def _epoch_rows(self):
         """This epoch's batches as row positions: a seeded permutation (or oversampling draw), sorted within each
         batch (sorted reads are sequential on disk), this rank's share of each global batch."""
-        n = len(self.index)
+        n = self.n_images
         rng = np.random.default_rng([self.seed, self.epoch])
         if self.sample_weights is not None and self.shuffle:
             # oversampling: an epoch of n draws with replacement, rare-label images more likely
@@ -137,17 +148,30 @@ class CacheBatches:
 
     def _images(self, rows, draws, out, threads=None):
         """The batch's float32 images B x 1 x S x S (into ``out`` when given), augmented with ``draws``."""
-        if draws is None:
-            return self.normalization.apply(self.images, rows=rows, out=out, threads=threads)
+        copies = np.flatnonzero(rows >= len(self.index))
+        source = rows if not len(copies) else np.where(rows < len(self.index), rows,
+                                                         self.copy_source[np.maximum(rows - len(self.index), 0)])
+        if draws is None and not len(copies):
+            return self.normalization.apply(self.images, rows=source, out=out, threads=threads)
         import torch
 
-        u8 = torch.from_numpy(np.ascontiguousarray(self.images[rows]))
+        u8 = torch.from_numpy(np.ascontiguousarray(self.images[source]))
+        if draws is None:  # unaugmented but for the copies: the originals by the host kernel, the copies here
+            x = self.normalization.apply(self.images, rows=source, out=out, threads=threads)
+            unit = u8[copies].unsqueeze(1).float().div_(255.0)
+            picked = {k: v[rows[copies] - len(self.index)] for k, v in self.copy_draws.items()}
+            x[torch.from_numpy(copies)] = self.normalization.apply_unit(apply_copy_augmentation(unit, picked))
+            return x
         if self.augment_device is not None:
             if self.pin_memory:
                 u8 = u8.pin_memory()
             u8 = u8.to(self.augment_device, non_blocking=self.pin_memory)
             draws = {k: (v.to(self.augment_device) if v is not None else None) for k, v in draws.items()}
         x = u8.unsqueeze(1).float().div_(255.0)
+        if len(copies):  # a copy's own fixed augmentation first, then the epoch's
+            picked = {k: v[rows[copies] - len(self.index)].to(x.device) for k, v in self.copy_draws.items()}
+            where = torch.from_numpy(copies).to(x.device)
+            x[where] = apply_copy_augmentation(x[where], picked)
         return self.normalization.apply_unit(apply_augmentation(x, draws))
 
     def _prepared_ahead(self, epoch_rows, generator):
@@ -281,6 +305,52 @@ class CacheRows:
             order = np.argsort(rows[where], kind="stable")
             out[where[order]] = array[rows[where][order]]
         return out
+
+
+def minority_copy_plan(targets: np.ndarray, mask: np.ndarray, settings: dict | None, seed: int):
+    """(positions of the images the copies copy, in copy order; each copy's augmentation draw) for
+    ``variants.<v>.minority_copies``; no copies: an empty plan. ``of: negative``: images with no known positive
+    label; ``positive``: images with any."""
+    settings = settings or {}
+    copies = int(settings.get("copies", 0))
+    if copies <= 0:
+        return np.zeros(0, dtype=np.int64), {}
+    import torch
+
+    positive = ((targets * mask) > 0.5).any(axis=1)
+    members = np.flatnonzero(~positive if settings["of"] == "negative" else positive)
+    source = np.tile(members, copies).astype(np.int64)
+    generator = torch.Generator().manual_seed(int(seed) * 7_919 + 104_729)  # apart from the epochs' streams
+    draws = draw_copy_augmentation(len(source), generator, settings["flip_probability"], settings["max_rotate_deg"],
+                                   settings["brightness"])
+    return source, draws
+
+
+def draw_copy_augmentation(b: int, generator, flip_probability: float, max_rotate_deg: float, brightness) -> dict:
+    """The pediatric pneumonia study's copy augmentation for ``b`` copies: a horizontal flip with
+    ``flip_probability``, a rotation uniform in +-``max_rotate_deg``, a brightness factor uniform in
+    ``brightness``."""
+    import torch
+
+    flip = torch.rand(b, generator=generator) < flip_probability
+    angle = (torch.rand(b, generator=generator) * 2 - 1) * max_rotate_deg * math.pi / 180
+    lo, hi = brightness
+    gain = torch.rand(b, generator=generator) * (hi - lo) + lo
+    sign = torch.where(flip, -1.0, 1.0)  # a flip is a mirrored x axis of the sampling grid
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.stack([torch.stack([cos * sign, -sin, torch.zeros(b)], 1),
+                         torch.stack([sin * sign, cos, torch.zeros(b)], 1)], 1)
+    return {"theta": theta, "gain": gain.view(b, 1, 1, 1)}
+
+
+def apply_copy_augmentation(x, draws: dict):
+    """``draw_copy_augmentation``'s draws on copies in [0, 1] (B x 1 x S x S): rotate (and flip), then brighten,
+    clipped to [0, 1]."""
+    import torch.nn.functional as F
+
+    grid = F.affine_grid(draws["theta"], list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return x.mul_(draws["gain"]).clamp_(0.0, 1.0)
 
 
 def oversampling_weights(targets: np.ndarray, mask: np.ndarray) -> np.ndarray:

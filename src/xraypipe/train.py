@@ -470,6 +470,7 @@ def _load_batches(cache_dir, pathologies: list, variant: dict, dist: _Distribute
                                  augment=variant["augment"], seed=int(variant["seed"]), pin_memory=pin,
                                  rank=dist.rank, world_size=dist.world_size, encoding=variant["encoding"],
                                  blank=variant["blank"], oversample=variant["oversample"],
+                                 minority_copies=variant["minority_copies"],
                                  targets_override=train_targets, augment_args=variant["augment_args"],
                                  normalization=normalization, reuse_buffer=True, workers=workers,
                                  augment_device=augment_device)
