@@ -13,7 +13,7 @@ from workflow_copy import BIN, make_workflow_copy, run
 from xraypipe.config import validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDIES = ["nih_chexnet", "chexpert_encodings", "mura", "chestxray8", "kermany", "nih_localization"]
+STUDIES = ["nih_chexnet", "chexpert", "chexpert_encodings", "mura", "chestxray8", "kermany", "nih_localization"]
 TWIN = {  # reader -> small twin parameters
     "nih": {"n_patients": 40, "follow_ups": [1, 2], "image_size": 64},
     "chexpert": {"n_patients": 40, "n_valid_patients": 12, "image_size": 64, "uncertain_fraction": 0.3},
@@ -68,6 +68,21 @@ def test_nih_localization_config_is_the_study_as_reported():
     assert (v["model"], v["batch_size"], v["early_stopping_patience"], v["selection_metric"]) == \
         ("resnet18", 4, 20, "val_loss")
     assert cfg["evaluation"]["threshold_method"] == "youden"
+
+
+def test_chexpert_config_is_the_study_as_reported():
+    cfg = validate_config(merged("chexpert"), source="config/chexpert.yaml")
+    ds = cfg["datasets"]["chexpert_224"]
+    assert (ds["preprocess"]["image_size"], ds["preprocess"]["resize"]) == (224, "crop") and len(ds["pathologies"]) == 5
+    arms = {name: cfg["variants"][name] for name in cfg["experiment"]["variants"]}
+    for v in arms.values():
+        assert (v["model"], v["weights"], v["optimizer"], v["lr"], v["batch_size"], v["encoding"], v["blank"]) == \
+            ("densenet121", "IMAGENET1K_V1", "adam", 0.0002, 32, "u_ones", "negative")
+        assert v["augment"] and v["augment_args"]["flip"] == 0.5 and v["augment_args"]["max_rotate_deg"] == 0
+    assert {name: (v["regime"], v["epochs"], v["normalization"]) for name, v in arms.items()} == {
+        "finetune_all": ("full", 5, "imagenet"), "linear_probe": ("frozen", 3, "unit"),
+        "probe_then_finetune": ("staged", 6, "unit")}
+    assert arms["probe_then_finetune"]["staged_head_epochs"] == 3
 
 
 def test_mura_config_is_the_study_as_reported():

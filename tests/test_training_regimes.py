@@ -213,3 +213,25 @@ def test_gamma_augmentation_is_a_per_image_power():
         assert 0.5 - 1e-3 <= float(gi.median()) <= 2.0 + 1e-3
         assert float(gi.std()) < 1e-2  # one exponent per image
     assert float(g[:, 0][interior[:, 0]].std()) > 0.05  # differing between images
+
+
+def test_flip_augmentation_mirrors_about_that_share_of_images_and_nothing_else():
+    from xraypipe.data import augment_batch
+
+    x = torch.rand(64, 1, 10, 10)
+    identity = dict(max_rotate_deg=0.0, max_shift=0.0, scale=(1.0, 1.0), contrast=(1.0, 1.0), brightness=0.0)
+    out = augment_batch(x.clone(), torch.Generator().manual_seed(0), **identity, flip=0.5)
+    mirrored = [bool(torch.allclose(out[i], torch.flip(x[i], dims=[-1]), atol=1e-5)) for i in range(len(x))]
+    kept = [bool(torch.allclose(out[i], x[i], atol=1e-5)) for i in range(len(x))]
+    assert all(m or k for m, k in zip(mirrored, kept))  # each image either mirrored or untouched
+    assert 20 <= sum(mirrored) <= 44  # about half of 64 (binomial, p = 0.5: well inside 4 sigma)
+    never = augment_batch(x.clone(), torch.Generator().manual_seed(0), **identity)
+    torch.testing.assert_close(never, x, atol=1e-5, rtol=0)  # off by default
+
+
+def test_unit_normalization_keeps_the_pixels_in_0_1():
+    from xraypipe.standardize import Normalization
+
+    norm = Normalization.for_variant("unit")
+    x = norm.apply(np.array([[[0, 255], [51, 102]]], dtype=np.uint8))
+    torch.testing.assert_close(x, torch.tensor([[[[0.0, 1.0], [0.2, 0.4]]]]))

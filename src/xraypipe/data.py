@@ -371,11 +371,11 @@ def augment_batch(x, generator, **ranges):
 
 
 def draw_augmentation(b: int, generator, max_rotate_deg: float = 7.0, max_shift: float = 0.06, scale=(0.92, 1.08),
-                      contrast=(0.8, 1.2), brightness: float = 0.08, gamma=(1.0, 1.0)) -> dict:
+                      contrast=(0.8, 1.2), brightness: float = 0.08, gamma=(1.0, 1.0), flip: float = 0.0) -> dict:
     """The random parameters of ``b`` images' augmentation, drawn from ``generator``: an affine (rotation, scale,
     shift), a per-image gamma (x ** g, drawn log-uniformly, mimicking other detector response curves; (1, 1) =
-    off), contrast gain and brightness shift. No horizontal flips: the heart's side is anatomical information in
-    a chest film. Drawing is separate from applying so that batches prepared ahead by worker threads consume
+    off), contrast gain and brightness shift. Horizontal flips only when asked (``flip``: their chance; the
+    heart's side is anatomical information in a chest film, but the CheXpert study flipped at 0.5). Drawing is separate from applying so that batches prepared ahead by worker threads consume
     the generator in batch order."""
     import torch
 
@@ -386,7 +386,11 @@ def draw_augmentation(b: int, generator, max_rotate_deg: float = 7.0, max_shift:
     factor = 1.0 / uniform(*scale)
     tx, ty = uniform(-max_shift, max_shift) * 2, uniform(-max_shift, max_shift) * 2
     cos, sin = torch.cos(angle) * factor, torch.sin(angle) * factor
-    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    if flip > 0:  # a mirrored x axis of the sampling grid (drawn only when on: the default stream is unchanged)
+        sign = torch.where(torch.rand(b, generator=generator) < flip, -1.0, 1.0)
+    else:
+        sign = torch.ones(b)
+    theta = torch.stack([torch.stack([cos * sign, -sin, tx], 1), torch.stack([sin * sign, cos, ty], 1)], 1)
     g = None
     if tuple(gamma) != (1.0, 1.0):
         g = torch.exp(uniform(math.log(gamma[0]), math.log(gamma[1]))).view(b, 1, 1, 1)

@@ -12,7 +12,8 @@ Every method maps the cache's uint8 pixels u to ``(u / 255 - mean) / std`` (floa
   map to 0 instead of dividing by zero;
 - ``mean_image``: the training split's mean image subtracted, nothing divided (the ChestX-ray8 study's "mean
   image"; std 1 for every pixel);
-- ``per_image``: each image by its own mean and std (floored likewise).
+- ``per_image``: each image by its own mean and std (floored likewise);
+- ``unit``: the pixels in [0, 1] and nothing else (mean 0, std 1: the CheXpert study's probe regimes).
 
 The trained model file stores the method with its mean/std (the per-pixel images themselves), so prediction,
 ``xraypipe-predict`` and Grad-CAM apply exactly the transform the model was trained with.
@@ -30,7 +31,7 @@ import numpy as np
 from xraypipe import feed_kernel
 from xraypipe.atomic import atomic_path
 
-NORMALIZATIONS = ("fixed", "imagenet", "per_pixel", "mean_image", "per_image")
+NORMALIZATIONS = ("fixed", "imagenet", "per_pixel", "mean_image", "per_image", "unit")
 IMAGE_STATISTICS = ("per_pixel", "mean_image")  # the methods whose mean/std are S x S images of pixel_stats
 # Fixed intensity normalisation of the [0, 1] gray values (roughly the mean/std of chest radiographs).
 GRAY_MEAN = 0.5
@@ -140,8 +141,8 @@ class Normalization:
             return cls("fixed", *FIXED)
         if method == "imagenet":
             return cls("imagenet", *IMAGENET_GRAY)
-        if method == "per_image":
-            return cls("per_image", 0.0, 1.0)
+        if method in ("per_image", "unit"):
+            return cls(method, 0.0, 1.0)
         if method in IMAGE_STATISTICS:
             if stats_path is None:
                 raise ValueError(f"normalization {method} needs the pixel statistics file (pixel_stats.npz)")
