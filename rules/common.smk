@@ -43,6 +43,7 @@ wildcard_constraints:
     dataset="|".join(DATASETS),
     variant="|".join(dict.fromkeys(VARIANTS + CV_VARIANTS)),
     fold="[0-9]+",
+    study="[a-z0-9_]+",
     split="train|val|test",
 
 

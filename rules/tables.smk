@@ -81,3 +81,25 @@ rule study_table:
         ENV
     shell:
         stage_shell("study_table")
+
+
+localrules:
+    reproduction_table,
+
+
+rule reproduction_table:
+    """One study's published figures beside ours on the same metric, with CIs, and what differs."""
+    input:
+        unpack(stage_input("reproduction_table")),
+    output:
+        **stage_output("reproduction_table",
+                       out_html=as_report("reproduction.rst", "Tables", table="reproduction {study}")),
+    params:
+        cfg=stage_params("reproduction_table"),
+    log:
+        "results/logs/reproduction_table/{study}.log",
+    threads: 1
+    conda:
+        ENV
+    shell:
+        stage_shell("reproduction_table") + " && cat {output.out_md}"

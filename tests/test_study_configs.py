@@ -186,6 +186,7 @@ def test_study_config_runs_shrunk_on_its_twin(tmp_path, study):
                     for v in cfg["experiment"]["variants"]]
     if study == "mura":  # no boxes: the Grad-CAM figure explains the highest-scoring test images
         targets += [f"results/figures/gradcam_mura_{v}.png" for v in ("conv3", "dense_baseline")]
+        targets += ["results/tables/reproduction_mura.csv"]  # the study's figures beside ours
     wf = make_workflow_copy(tmp_path / "wf", cfg)
     run([str(BIN / "snakemake"), "--cores", "2", *targets], wf, timeout=1200)
     for target in targets:
@@ -197,6 +198,12 @@ def test_study_config_runs_shrunk_on_its_twin(tmp_path, study):
         assert info["boxes"] is False and info["n_pairs"] > 0 and info["heatmap"]["layer"].startswith("net.")
         dense = json.loads((wf / "results/localization/mura/dense_baseline/info.json").read_text())
         assert "no convolutional layer" in dense["skipped"]  # a flatten + dense network has no heat map
+        table = pd.read_csv(wf / "results/tables/reproduction_mura.csv")
+        conv4 = table[(table["variant"] == "conv4") & (table["scope"] != "all")]
+        assert len(conv4) == 11 and conv4["published"].notna().all()  # Figures 2 and 3 of the study
+        measured = conv4[conv4["ours"].notna()]
+        assert len(measured) and measured["ours"].between(0, 1).all()
+        assert (measured["ours_ci_low"] <= measured["ours"]).all() and (measured["ours"] <= measured["ours_ci_high"]).all()
     if study == "nih_localization":
         manifest = pd.read_csv(wf / "results/splits/nih_boxed9.csv")
         sampled = manifest[manifest["split"] != "test"]

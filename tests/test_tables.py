@@ -32,6 +32,11 @@ def test_auroc_table_reference_rows_and_differences(tmp_path):
     chexnet = NIH_AUROC["CheXNet (Rajpurkar et al. 2017)"]
     ref = table.loc["published: CheXNet (Rajpurkar et al. 2017)"]
     assert ref["Mass"] == chexnet["Mass"] and ref["mean_auroc"] == pytest.approx((chexnet["Mass"] + chexnet["Nodule"]) / 2)
+    # Wang et al.'s own 8-class row (CVPR Table 3) beside it, on the labels both have, labelled with its table
+    from xraypipe.references import WANG_CVPR_TABLE_3
+
+    wang8 = table.loc[f"published: {WANG_CVPR_TABLE_3}"]
+    assert (wang8["Mass"], wang8["Nodule"]) == (0.56, 0.71) and "CVPR Table 3" in WANG_CVPR_TABLE_3
     diff = table.loc["r - CheXNet (Rajpurkar et al. 2017)"]
     assert diff["kind"] == "difference" and diff["Mass"] == pytest.approx(0.9 - chexnet["Mass"])
     seeds = table.loc["r (mean ± sd over 2 seeds)"]

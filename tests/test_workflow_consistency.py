@@ -27,6 +27,7 @@ def two_by_two(tmp_path_factory):
     # two cross-validated variants (one of them not in experiment.variants) x 3 folds
     cfg["variants"]["small_cnn_cv"] = dict(cfg["variants"]["small_cnn"], lr=0.004)
     cfg["cross_validation"] = {"variants": ["small_cnn", "small_cnn_cv"], "folds": [0, 1, 2], "seed": 0}
+    cfg["reproduction"] = {"studies": ["chestxray8"], "variants": {"vgg_like_1ch": "resnet18"}}  # one table job
     return make_workflow_copy(tmp_path_factory.mktemp("wf"), cfg), validate_config(cfg)
 
 
@@ -194,6 +195,7 @@ def test_cross_validation_off_defines_no_cv_outputs_and_dvc_still_works(tmp_path
         raw = yaml.safe_load((project_root / name).read_text())
         assert isinstance(raw["cross_validation"]["variants"], list), name
         assert raw["cross_validation"]["folds"] == list(range(len(raw["cross_validation"]["folds"]))), name
+        assert raw["reproduction"]["studies"] == [], name  # dvc.yaml's reproduction_table matrix reads it
     cfg = load_tiny_config()
     assert cfg["cross_validation"]["variants"] == []
     wf = make_workflow_copy(tmp_path / "wf", cfg)

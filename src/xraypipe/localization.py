@@ -303,9 +303,13 @@ def explanation_pairs(predictions: pd.DataFrame, index: pd.DataFrame, pathologie
 def _write_empty_tables(out_dir) -> None:
     from xraypipe.atomic import write_csv
 
-    empty = pd.DataFrame(columns=["localizer", "metric"])
-    for name in ("detected.csv", "scored.csv", "summary.csv"):
-        write_csv(Path(out_dir) / name, empty)
+    # the columns the boxed path writes (the IoBB table reads summary.csv of every dataset x variant)
+    for name, columns in (("detected.csv", ["box_method", "image_id", "cache_row", "finding", "ground_truth_pair",
+                                            "classifier_positive", "rank", "x", "y", "w", "h", "peak", "mean_heat"]),
+                          ("scored.csv", ["image_id", "finding", "x", "y", "w", "h", "best_iobb", "best_iou",
+                                          "localizer", "box_method"]),
+                          ("summary.csv", ["localizer", "T", "metric"])):
+        write_csv(Path(out_dir) / name, pd.DataFrame(columns=columns))
 
 
 def _without_heatmaps(out_dir, reason: str, boxes: bool) -> dict:

@@ -449,3 +449,25 @@ def write_study_table(parts: list[pd.DataFrame], csv_out, md_out, readers: dict 
         write_html_table(html_out, table, caption if len(table) else
                          caption + " No dataset of this experiment has studies (a study_id column in its manifest).")
     return table
+
+
+def write_reproduction_table(table: pd.DataFrame, title: str, csv_out, md_out, html_out=None,
+                             ci_level: float = 0.95, protocol: str = "") -> pd.DataFrame:
+    """``xraypipe.reproduction.reproduction_rows``'s table as CSV, and as Markdown/HTML with "ours" in one cell
+    ("0.712 [0.650, 0.770]") beside the published figure and its source."""
+    write_csv(csv_out, table, float_format="%.4f")
+    view = table.drop(columns=["study"]).copy()
+    view["ours"] = [
+        ("not run" if pd.isna(variant) else "no such images") if pd.isna(v) else
+        (f"{v:.3f}" if pd.isna(lo) or pd.isna(hi) else f"{v:.3f} [{lo:.3f}, {hi:.3f}]")
+        for v, lo, hi, variant in zip(table["ours"], table["ours_ci_low"], table["ours_ci_high"], table["variant"])]
+    view = view.drop(columns=["ours_ci_low", "ours_ci_high"]).astype(object)
+    view = view.where(view.notna(), "")  # a threshold-free metric has no threshold, a classifier metric no T
+    caption = (f"Reproduction of {title}: the figures its report gives (published, with the table or figure they "
+               f"come from) and ours on the same metric, scope and decision rule, with {ci_level:.0%} "
+               "patient-clustered bootstrap intervals; 'differs' says what is not as in the study."
+               + (f" Protocol, for every row: {protocol}." if protocol else ""))
+    write_text(md_out, markdown_table(view, caption=caption))
+    if html_out:
+        write_html_table(html_out, view, caption)
+    return table

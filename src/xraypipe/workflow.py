@@ -73,6 +73,10 @@ PATHS = {
     "fig_training": "results/figures/training_{dataset}.png",
     "fig_confusion": "results/figures/confusion_{dataset}_{variant}.png",
     "fig_gradcam": "results/figures/gradcam_{dataset}_{variant}.png",
+    # one reproduction table per study of reproduction.studies (xraypipe.reproduction)
+    "reproduction_table": "results/tables/reproduction_{study}.csv",
+    "reproduction_markdown": "results/tables/reproduction_{study}.md",
+    "reproduction_html": "results/tables/reproduction_{study}.html",
     # patient-wise k-fold cross-validation (xraypipe.cv, rules/cv.smk)
     "cv_folds": "results/cv/{dataset}/{variant}/folds.csv",
     "cv_model": "results/cv/{dataset}/{variant}/fold{fold}/model.pt",
@@ -117,6 +121,8 @@ STAGE_PARAMS = {
     "study_table": ["experiment", "datasets", "evaluation.threshold_method", "evaluation.study_column",
                     "evaluation.group_column", "evaluation.fixed_thresholds"],
     "figures": ["experiment"],
+    "reproduction": ["reproduction", "experiment", "datasets", "variants", "evaluation.study_column",
+                     "evaluation.group_column"] + BOOTSTRAP_KEYS,
     # the fold assignment, each fold's training (the variant's own keys, like train) and the table
     "cv_folds": ["cross_validation.folds", "cross_validation.seed"],
     "train_fold": ["variants.{variant}", "cross_validation.inner_val_fraction", "cross_validation.seed"]
@@ -181,6 +187,7 @@ MATRIX = {  # where each wildcard's values come from (DVC matrix; Snakemake rule
     "variant": "experiment.variants",
     "cv_variant": "cross_validation.variants",
     "fold": "cross_validation.folds",
+    "study": "reproduction.studies",
 }
 
 
@@ -288,6 +295,13 @@ STAGES = [
                   "val_predictions": _gather("predictions", "results/predictions", split="val"),
                   "cache_index": _gather("cache_index", "results/cache")},
           outputs=TABLE_OUTS("study")),
+    Stage("reproduction_table", "scripts/reproduction_table.py", "reproduction", ("study",),
+          inputs={"metrics": _gather("metrics", "results/metrics"),
+                  "test_predictions": _gather("predictions", "results/predictions", split="test"),
+                  "history": _gather("history", "results/models"),
+                  "cache_index": _gather("cache_index", "results/cache"), "iobb": _file("iobb_table")},
+          outputs={"out_csv": _out("reproduction_table"), "out_md": _out("reproduction_markdown", cache=False),
+                   "out_html": _out("reproduction_html", cache=False)}, args=("study",)),
     Stage("roc_figure", "scripts/figures.py roc", "figures", ("dataset",),
           inputs={"predictions": _gather("predictions", "results/predictions", split="test")},
           outputs={"out": _out("fig_roc", kind="plots", cache=False)}, args=("dataset",)),
