@@ -311,8 +311,7 @@ def minority_copy_plan(targets: np.ndarray, mask: np.ndarray, settings: dict | N
     """(positions of the images the copies copy, in copy order; each copy's augmentation draw) for
     ``variants.<v>.minority_copies``; no copies: an empty plan. ``of: negative``: images with no known positive
     label; ``positive``: images with any."""
-    settings = settings or {}
-    copies = int(settings.get("copies", 0))
+    copies = int(settings["copies"]) if settings else 0  # the validated variant's section (schema default 0)
     if copies <= 0:
         return np.zeros(0, dtype=np.int64), {}
     import torch

@@ -238,7 +238,7 @@ def reproduction_rows(study_key: str, config: dict, paths: dict) -> pd.DataFrame
     study = STUDIES[study_key]
     evaluation = config["evaluation"]
     bootstrap = bootstrap_settings(evaluation)
-    arms = {**(config.get("reproduction") or {}).get("variants", {})}
+    arms = config["reproduction"]["variants"]
     dataset = _dataset_for(study, config)
     rows = []
     for figure in study.figures:
