@@ -195,29 +195,20 @@ def gradcam_figure(heatmaps_npz, scored_csv, detected_csv, info_json, test_array
         scored = scored[scored["localizer"].str.endswith("(oracle class)")]
     methods = [m for m in info["box_methods"] if m in BOX_COLOURS]
     images = np.load(test_array, mmap_mode="r")
-    order = list(dict.fromkeys(findings.tolist()))
-    n_cols = max(int((findings == f).sum()) for f in order)
-    fig, axes = plt.subplots(len(order), n_cols, figsize=(2.8 * n_cols, 3.1 * len(order)), squeeze=False)
-    for r, finding in enumerate(order):
-        picks = np.flatnonzero(findings == finding)
-        for c in range(n_cols):
-            ax = axes[r, c]
-            if c >= len(picks):
-                ax.axis("off")
-                continue
-            k = picks[c]
-            image_id = image_ids[k]
-            pair = (detected["image_id"] == image_id) & (detected["finding"] == finding)
-            gt = scored[(scored["image_id"] == image_id) & (scored["finding"] == finding)]
-            boxes = {BOX_COLOURS[m]: detected[pair & (detected.get("box_method", m) == m)][["x", "y", "w", "h"]]
-                     .to_numpy() for m in methods}
-            scores = []
-            for m in methods:
-                part = gt[gt["box_method"] == m] if "box_method" in gt.columns else gt
-                scores.append(f"{m} {part['best_iobb'].max():.2f}" if len(part) else f"{m} -")
-            draw_overlay(ax, np.asarray(images[int(rows[k])]), maps[k],
-                         gt.drop_duplicates(["x", "y", "w", "h"])[["x", "y", "w", "h"]].to_numpy(), boxes,
-                         f"{finding} {image_id}\nIoBB " + ", ".join(scores))
+    fig, panels = _panel_grid(plt, findings)
+    for ax, finding, k in panels:
+        image_id = image_ids[k]
+        pair = (detected["image_id"] == image_id) & (detected["finding"] == finding)
+        gt = scored[(scored["image_id"] == image_id) & (scored["finding"] == finding)]
+        boxes = {BOX_COLOURS[m]: detected[pair & (detected.get("box_method", m) == m)][["x", "y", "w", "h"]]
+                 .to_numpy() for m in methods}
+        scores = []
+        for m in methods:
+            part = gt[gt["box_method"] == m] if "box_method" in gt.columns else gt
+            scores.append(f"{m} {part['best_iobb'].max():.2f}" if len(part) else f"{m} -")
+        draw_overlay(ax, np.asarray(images[int(rows[k])]), maps[k],
+                     gt.drop_duplicates(["x", "y", "w", "h"])[["x", "y", "w", "h"]].to_numpy(), boxes,
+                     f"{finding} {image_id}\nIoBB " + ", ".join(scores))
     handles = [Line2D([], [], color="lime", lw=1.6, label="ground truth")] + [
         Line2D([], [], color=BOX_COLOURS[m], lw=1.2, ls="--", label=m) for m in methods]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
@@ -226,6 +217,23 @@ def gradcam_figure(heatmaps_npz, scored_csv, detected_csv, info_json, test_array
     fig.suptitle(title or f"{info['method']} heatmaps of the ground-truth finding{where}; boxes by box method")
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     _save(fig, out_png)
+
+
+def _panel_grid(plt, findings):
+    """(figure, [(axes, finding, position)]): one row per finding (in first-seen order), one panel per saved
+    position of it; unused panels are switched off."""
+    order = list(dict.fromkeys(findings.tolist()))
+    n_cols = max(int((findings == f).sum()) for f in order)
+    fig, axes = plt.subplots(len(order), n_cols, figsize=(2.8 * n_cols, 3.1 * len(order)), squeeze=False)
+    panels = []
+    for r, finding in enumerate(order):
+        picks = np.flatnonzero(findings == finding)
+        for c in range(n_cols):
+            if c < len(picks):
+                panels.append((axes[r, c], finding, int(picks[c])))
+            else:
+                axes[r, c].axis("off")
+    return fig, panels
 
 
 def _short_id(image_id: str, width: int = 30) -> str:
@@ -239,21 +247,12 @@ def _explanations_figure(plt, maps, saved, info, images, out_png, title: str) ->
     negatives), each with the heatmap of that label, its score, its label and whether the classifier calls it."""
     findings, image_ids, rows = saved["finding"], saved["image_id"], saved["cache_row"]
     scores, labels, called = saved["score"], saved["label"], saved["called"]
-    order = list(dict.fromkeys(findings.tolist()))
-    n_cols = max(int((findings == f).sum()) for f in order)
-    fig, axes = plt.subplots(len(order), n_cols, figsize=(2.8 * n_cols, 3.1 * len(order)), squeeze=False)
-    for r, finding in enumerate(order):
-        picks = np.flatnonzero(findings == finding)
-        for c in range(n_cols):
-            ax = axes[r, c]
-            if c >= len(picks):
-                ax.axis("off")
-                continue
-            k = picks[c]
-            truth = {1.0: "positive", 0.0: "negative"}.get(float(labels[k]), "unlabelled")
-            call = "" if np.isnan(called[k]) else (", called positive" if called[k] else ", called negative")
-            draw_overlay(ax, np.asarray(images[int(rows[k])]), maps[k], (), (),
-                         f"{finding} {_short_id(image_ids[k])}\nscore {scores[k]:.2f}, {truth}{call}")
+    fig, panels = _panel_grid(plt, findings)
+    for ax, finding, k in panels:
+        truth = {1.0: "positive", 0.0: "negative"}.get(float(labels[k]), "unlabelled")
+        call = "" if np.isnan(called[k]) else (", called positive" if called[k] else ", called negative")
+        draw_overlay(ax, np.asarray(images[int(rows[k])]), maps[k], (), (),
+                     f"{finding} {_short_id(image_ids[k])}\nscore {scores[k]:.2f}, {truth}{call}")
     layer = info.get("heatmap") or {}
     where = f" ({layer['layer']}, {layer['map_size']} map)" if layer.get("map_size") else ""
     fig.suptitle(title or f"{info['method']} heatmaps{where}; no ground-truth boxes: per label, the highest-scoring "

@@ -278,6 +278,16 @@ def heatmap_pairs(gt_pairs: pd.DataFrame, images: pd.DataFrame, positives: pd.Da
     return pairs.sort_values(["cache_row", "finding"], kind="stable").reset_index(drop=True)
 
 
+def heatmap_description(model, layer: str, method: str, cached, meta: dict) -> dict:
+    """info.json's ``heatmap``: the explained layer's name, its map size on the first cached image and the image
+    size (what the report says of the heat maps' resolution)."""
+    target, _ = heatmap_layer(model, layer, method)
+    layer_name = next(name for name, module in model.named_modules() if module is target)
+    size = heatmap_resolution(model, target, cached[0], meta.get("normalization")) if len(cached) else None
+    return {"layer": layer_name or type(model).__name__, "map_size": "x".join(map(str, size)) if size else None,
+            "image_size": int(meta["image_size"])}
+
+
 def explanation_pairs(predictions: pd.DataFrame, index: pd.DataFrame, pathologies, thresholds: dict,
                       per_label: int) -> pd.DataFrame:
     """For a dataset without ground-truth boxes: per label, the ``per_label`` test images the classifier scores
@@ -342,11 +352,7 @@ def _explain_without_boxes(model, meta, index, cached, predictions_csv, threshol
                     [pathologies.index(f) for f in pairs["finding"]], method=method,
                     normalization=meta.get("normalization"), layer=layer)
     seconds = time.perf_counter() - started
-    target, _ = heatmap_layer(model, layer, method)
-    layer_name = next(name for name, module in model.named_modules() if module is target)
-    heatmap = {"layer": layer_name or type(model).__name__,
-               "map_size": "x".join(map(str, heatmap_resolution(model, target, cached[0], meta.get("normalization"))))
-               if len(cached) else None, "image_size": int(meta["image_size"])}
+    heatmap = heatmap_description(model, layer, method, cached, meta)
     _write_empty_tables(out_dir)
     with atomic_path(Path(out_dir) / "heatmaps.npz") as tmp:
         with open(tmp, "wb") as handle:
@@ -430,12 +436,7 @@ def localize(*, model_path, cache_dir, boxes_csv, predictions_csv, thresholds_js
     maps = heatmaps(model, cached[pairs["cache_row"].to_numpy(int)] if len(pairs) else np.zeros((0, 1, 1), np.uint8),
                     [pathologies.index(f) for f in pairs["finding"]], method=method,
                     normalization=meta.get("normalization"), layer=layer)
-    target, _ = heatmap_layer(model, layer, method)
-    layer_name = next(name for name, module in model.named_modules() if module is target)
-    heatmap = {"layer": layer_name or type(model).__name__,
-               "map_size": "x".join(map(str, heatmap_resolution(model, target, cached[0], meta.get("normalization"))))
-               if len(cached) else None,
-               "image_size": int(meta["image_size"])}
+    heatmap = heatmap_description(model, layer, method, cached, meta)
     seconds = {"heatmaps": time.perf_counter() - started}  # the wall time of each localizer's own part
     detected_rows = []
     for name in BOX_METHODS:
