@@ -1,10 +1,11 @@
-"""The three dependency declarations agree: requirements.txt, the lock file and envs/pipeline.yaml."""
+"""One source of pins: pyproject.toml. requirements.txt, envs/pipeline.yaml and benchmarks/requirements.txt are
+generated from it (xraypipe.requirements) and the lock file agrees with it."""
 
 import re
 
 import yaml
 
-TEST_ONLY = {"pytest", "pytest-timeout", "setuptools", "hypothesis"}
+from xraypipe.requirements import read_groups, stale
 
 
 def _pins(lines):
@@ -17,31 +18,47 @@ def _pins(lines):
     return pins
 
 
-def test_requirements_are_all_pinned(project_root):
-    lines = [l.split("#")[0].strip() for l in (project_root / "requirements.txt").read_text().splitlines()]
-    lines = [l for l in lines if l]
-    assert lines and all("==" in l for l in lines), [l for l in lines if "==" not in l]
-    pins = _pins(lines)
-    assert pins["torch"] == "2.14.1" and pins["torchvision"] == "0.29.1"
-    for required in ("snakemake", "dvc", "pandas", "numpy", "scikit-learn", "pillow", "seaborn"):
-        assert required in pins
+def test_pyproject_pins_every_direct_dependency(project_root):
+    groups = read_groups(project_root / "pyproject.toml")
+    for group, requirements in groups.items():
+        assert requirements and all(re.fullmatch(r"[A-Za-z0-9_.\-]+==[^\s;=]+", r) for r in requirements), group
+    names = [n for reqs in groups.values() for n in _pins(reqs)]
+    assert len(names) == len(set(names)), "a package is pinned in two groups"
+    runtime = _pins(groups["runtime"])
+    assert runtime["torch"] == "2.14.1" and runtime["torchvision"] == "0.29.1"
+    for required in ("pandas", "numpy", "scikit-learn", "pillow", "seaborn", "grad-cam", "jsonschema"):
+        assert required in runtime
+    assert {"snakemake", "dvc"} <= set(_pins(groups["pipeline"]))
+    assert {"pytest", "pytest-timeout", "hypothesis"} <= set(_pins(groups["test"]))
 
 
-def test_conda_env_matches_requirements(project_root):
+def test_generated_requirement_files_are_current(project_root):
+    assert stale(project_root) == [], "regenerate them from pyproject.toml: make requirements"
+
+
+def test_requirement_files_hold_the_pyproject_pins(project_root):
+    groups = {g: _pins(r) for g, r in read_groups(project_root / "pyproject.toml").items()}
     req = _pins((project_root / "requirements.txt").read_text().splitlines())
+    assert req == {**groups["runtime"], **groups["pipeline"], **groups["slurm"], **groups["test"]}
     env = yaml.safe_load((project_root / "envs" / "pipeline.yaml").read_text())
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    conda = _pins(pip_section)
-    assert conda == {k: v for k, v in req.items() if k not in TEST_ONLY}
+    assert _pins(pip_section) == {**groups["runtime"], **groups["pipeline"], **groups["slurm"]}
+    bench = _pins((project_root / "benchmarks" / "requirements.txt").read_text().splitlines())
+    assert bench == groups["bench"]
 
 
-def test_lock_agrees_with_requirements(project_root):
-    req = _pins((project_root / "requirements.txt").read_text().splitlines())
+FREEZE_OMITS = {"setuptools", "pip"}  # `pip freeze` (make lock) leaves these out
+
+
+def test_lock_agrees_with_pyproject(project_root):
+    groups = {g: _pins(r) for g, r in read_groups(project_root / "pyproject.toml").items()}
     lock = _pins((project_root / "requirements-lock.txt").read_text().splitlines())
-    for name, version in req.items():
-        if name in lock:
-            assert lock[name] == version, name
-    assert {"torch", "snakemake", "dvc"} <= set(lock)
+    for group in ("runtime", "pipeline", "slurm", "test"):
+        for name, version in groups[group].items():
+            if name in FREEZE_OMITS:
+                continue
+            assert lock.get(name) == version, f"{name}: pyproject {version}, lock {lock.get(name)} (make lock)"
+    assert not set(groups["bench"]) & set(lock), "benchmark-only packages stay out of the lock"
 
 
 def test_every_rule_declares_log_and_conda(project_root):
