@@ -9,6 +9,7 @@ from xraypipe import cli
 
 def main():
     p = cli.parser(__doc__)
+    p.add_argument("--dataset", default=None, help="the dataset's name (recorded in the model file)")
     p.add_argument("--variant", required=True)
     p.add_argument("--cache-dir", required=True)
     p.add_argument("--model", required=True)
@@ -16,14 +17,15 @@ def main():
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args()
-    config = cli.stage_config(args, "train", variant=args.variant)
+    config = cli.stage_config(args, "train", dataset=args.dataset, variant=args.variant)
     training = config["training"]
     # training.distributed with >1 process: become `torchrun --standalone --nproc-per-node=N scripts/train.py ...`
     from xraypipe.train import relaunch_under_torchrun, train_stage
 
     relaunch_under_torchrun(training, str(Path(__file__).resolve()), sys.argv[1:])
     train_stage(config["variants"][args.variant], training, args.cache_dir, args.model, args.history,
-                args.checkpoint, threads=cli.threads(args, "train"))
+                args.checkpoint, threads=cli.threads(args, "train"), dataset=args.dataset, variant_name=args.variant,
+                stage_config=config)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 - best weights chosen by validation mean AUROC (the test split is never looked at here);
 - a checkpoint after every epoch (atomic), so a killed job rerun resumes at the next epoch; the
   checkpoint carries a fingerprint of everything that defines the run and is ignored if it differs;
-- per-epoch history CSV; tqdm progress on stderr (the rule's log);
+- per-epoch history CSV; progress on stderr (tqdm on a terminal, timed lines in the rule's log);
 - CUDA with mixed precision (bf16 where supported, else fp16 + GradScaler), channels_last, pinned memory with
   non-blocking copies and cudnn.benchmark when a GPU is present (each a ``training`` switch), plain fp32 on CPU;
 - optional single-node DistributedDataParallel (``training.distributed``): ``scripts/train.py`` relaunches
@@ -42,6 +42,7 @@ from xraypipe.losses import build_loss
 from xraypipe.metrics import auroc
 from xraypipe.model_files import CorruptModelFileError, load_torch_file, move_aside, save_torch_file
 from xraypipe.models import apply_init, build_model
+from xraypipe.provenance import code_version, config_hash, transform_description
 from xraypipe.standardize import PIXEL_STATS_NAME, Normalization
 
 log = logging.getLogger("xraypipe.train")
@@ -176,25 +177,53 @@ def mean_auroc(y: np.ndarray, mask: np.ndarray, p: np.ndarray) -> float:
 
 
 # ------------------------------------------------------------------------------------ entry point
-def train_stage(variant: dict, training: dict, cache_dir, model_out, history_out, checkpoint, threads: int = 1):
-    """The train stage: :func:`train_variant` on every label of the cache."""
+def train_stage(variant: dict, training: dict, cache_dir, model_out, history_out, checkpoint, threads: int = 1, *,
+                dataset: str | None = None, variant_name: str | None = None, stage_config: dict | None = None):
+    """The train stage: :func:`train_variant` on every label of the cache. ``dataset``/``variant_name``/
+    ``stage_config`` (the config keys the stage received): what the model file records about itself
+    (:func:`model_identity`)."""
     from xraypipe.datasets.contract import manifest_pathologies
     from xraypipe.preprocess import load_cache_index
 
     pathologies = manifest_pathologies(load_cache_index(cache_dir))
     return train_variant(cache_dir=cache_dir, pathologies=pathologies, variant=variant, training=training,
-                         model_out=model_out, history_out=history_out, checkpoint_path=checkpoint, threads=threads)
+                         model_out=model_out, history_out=history_out, checkpoint_path=checkpoint, threads=threads,
+                         identity=model_identity(dataset, variant_name, stage_config))
+
+
+def model_identity(dataset: str | None = None, variant_name: str | None = None,
+                   stage_config: dict | None = None) -> dict:
+    """Who a model is, for its file's metadata: the dataset and variant names, the sha256 of the config keys its
+    stage received (``xraypipe.provenance.config_hash``) and the dataset's resize mode (None where unknown)."""
+    preprocess = (((stage_config or {}).get("datasets") or {}).get(dataset) or {}).get("preprocess") or {}
+    return {"dataset": dataset, "variant_name": variant_name,
+            "config_hash": config_hash(stage_config) if stage_config is not None else None,
+            "resize": preprocess.get("resize")}
+
+
+def self_description(identity: dict | None, pathologies, image_size: int, normalization_meta: dict | None,
+                     in_channels: int = 1) -> dict:
+    """The metadata keys by which a model file describes itself (plain values, nothing time- or host-dependent):
+    ``dataset``, ``variant_name``, ``config_hash``, ``code_version``, ``labels``, ``input_size`` (channels,
+    height, width) and ``transform``. Files written before these keys existed still load (nothing reads them to
+    rebuild the model)."""
+    identity = identity or {}
+    return {"dataset": identity.get("dataset"), "variant_name": identity.get("variant_name"),
+            "config_hash": identity.get("config_hash"), "code_version": code_version(),
+            "labels": list(pathologies), "input_size": [int(in_channels), int(image_size), int(image_size)],
+            "transform": transform_description(image_size, identity.get("resize"), normalization_meta, in_channels)}
 
 
 def train_variant(*, cache_dir: str | Path, pathologies, variant: dict, training: dict, model_out: str | Path,
                   history_out: str | Path, checkpoint_path: str | Path, threads: int = 1,
                   on_epoch_end: Callable[[int, dict], None] | None = None, progress: bool = True,
-                  train_rows=None, val_rows=None) -> dict:
+                  train_rows=None, val_rows=None, identity: dict | None = None) -> dict:
     """Train and write ``model_out`` (best-by-validation weights + metadata) and ``history_out``.
 
     ``variant``/``training``: the config's sections as ``validate_config`` fills them in.
     ``train_rows``/``val_rows``: optional row selections (DataFrames with ``split`` and ``cache_row``, see
     ``CacheBatches``) replacing the train and val splits, e.g. one cross-validation fold (``xraypipe.cv``).
+    ``identity``: dataset, variant name, config hash and resize mode for the file's metadata (:func:`model_identity`).
 
     Returns the final history row. ``on_epoch_end(epoch, row)`` is called after each checkpoint is saved.
     Under torchrun (``training.distributed``) every process calls this; rank 0 alone validates, calls
@@ -203,7 +232,7 @@ def train_variant(*, cache_dir: str | Path, pathologies, variant: dict, training
     dist = _Distributed(training)
     try:
         common = dict(cache_dir=cache_dir, pathologies=pathologies, training=training, threads=threads,
-                      progress=progress, train_rows=train_rows, val_rows=val_rows)
+                      progress=progress, train_rows=train_rows, val_rows=val_rows, identity=identity)
         train_targets = None
         if variant["encoding"] == "u_selftrained":
             if dist.enabled:
@@ -273,7 +302,10 @@ def _seed_ensemble(variant: dict, finished: list, common: dict):
                 "member_best_val_mean_auroc": [m["best_val_mean_auroc"] for m in metas],
                 "member_best_epoch": [m["best_epoch"] for m in metas],
                 "fingerprint": run_fingerprint(variant, common["pathologies"], common["cache_dir"],
-                                               metas[0]["image_size"])}
+                                               metas[0]["image_size"]),
+                # recomputed, not the members' (a member kept from an earlier attempt may predate a code change)
+                **self_description(common["identity"], common["pathologies"], metas[0]["image_size"],
+                                   metas[0].get("normalization"), metas[0].get("in_channels", 1))}
     history = pd.concat([member_history for _, member_history in finished], ignore_index=True)
     saved = {"state_dict": states[0], "ensemble_state_dicts": states, "metadata": metadata}
     # the ensemble's own validation AUROC (what the predictions will be), for the log and the metadata
@@ -323,7 +355,8 @@ def _self_training_targets(dist, variant: dict, checkpoint_path: Path, common: d
 
 # ------------------------------------------------------------------------------------ one training run
 def _train(dist: _Distributed, *, cache_dir, pathologies, variant, training, model_out, history_out, checkpoint_path,
-           threads, on_epoch_end, progress, train_targets=None, train_rows=None, val_rows=None) -> dict:
+           threads, on_epoch_end, progress, train_targets=None, train_rows=None, val_rows=None,
+           identity=None) -> dict:
     """One run: set up, resume, then per epoch train, validate and select, checkpoint; finally write the best
     model and the history. Returns the last history row (``{}`` on ranks other than 0)."""
     import torch
@@ -366,7 +399,7 @@ def _train(dist: _Distributed, *, cache_dir, pathologies, variant, training, mod
 
     if not main:
         return {}
-    _write_trained_model(run, state, pathologies, model_out, history_out)
+    _write_trained_model(run, state, pathologies, model_out, history_out, identity)
     # Finished: the resume checkpoint has served its purpose (a forced rerun must start afresh).
     checkpoint_path.unlink(missing_ok=True)
     if train_targets is not None:  # u_selftrained: round 1 is done with too
@@ -539,15 +572,15 @@ def _resume(run: _Run, checkpoint_path: Path, main: bool) -> dict:
 def train_one_epoch(run: _Run, epoch: int, rank: int, progress: bool) -> tuple[float, int]:
     """One pass over this process's share of the training split: (sum of loss x batch size, images seen)."""
     import torch
-    from tqdm.auto import tqdm
+    from xraypipe.job_log import progress as progress_bar
 
     # dropout etc.: same stream whether resumed or not (rank 0 = the single-process stream)
     torch.manual_seed(int(run.variant["seed"]) * 1_000_003 + epoch + 1_000_000_007 * rank)
     run.train_batches.set_epoch(epoch)
     _set_training_mode(run, epoch)
     total, count = 0.0, 0
-    bar = tqdm(run.train_batches, desc=f"epoch {epoch}/{run.variant['epochs']}", unit="batch", disable=not progress,
-               mininterval=5)
+    bar = progress_bar(run.train_batches, desc=f"epoch {epoch}/{run.variant['epochs']}", unit="batch",
+                       enabled=progress)
     for x, y, m, _ in bar:
         loss = _train_step(run, x, y, m, epoch)
         total += float(loss.detach()) * len(x)
@@ -636,9 +669,10 @@ def _save_checkpoint(run: _Run, state: dict, checkpoint_path: Path) -> None:
                      "scaler": run.scaler.state_dict(), **state}, checkpoint_path)
 
 
-def _write_trained_model(run: _Run, state: dict, pathologies: list, model_out, history_out) -> None:
+def _write_trained_model(run: _Run, state: dict, pathologies: list, model_out, history_out, identity=None) -> None:
     """The history CSV and the model file: the best weights (and the top-k of a checkpoint ensemble) with the
-    metadata ``xraypipe.inference`` rebuilds the model from."""
+    metadata ``xraypipe.inference`` rebuilds the model from, and what the file says about itself
+    (:func:`self_description`)."""
     variant = run.variant
     top_k = int(variant["ensemble_top_k"])
     metadata = {
@@ -650,6 +684,7 @@ def _write_trained_model(run: _Run, state: dict, pathologies: list, model_out, h
                                     float("nan")), "fingerprint": run.fingerprint,
         "ensemble_epochs": [t["epoch"] for t in state["top"]] if top_k > 1 else [],
         "classes_per_label": run.classes_per_label,
+        **self_description(identity, pathologies, run.image_size, run.normalization.to_meta()),
     }
     write_csv(history_out, pd.DataFrame(state["history"]))
     saved_model = {"state_dict": state["best_state"], "metadata": metadata}
