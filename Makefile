@@ -7,7 +7,7 @@ CORES ?= 8
 # Jobs call `python`, `snakemake` and `dvc` from the project's environment.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run test test-fast test-real lock clean system-deps slurm-profile bench dvc-yaml
+.PHONY: setup run report test test-fast test-real lock clean system-deps bench dvc-yaml
 
 setup: $(STAMP)
 
@@ -21,6 +21,12 @@ $(STAMP): requirements.txt requirements-lock.txt pyproject.toml
 run: setup
 	snakemake --cores $(CORES) results/tables/auroc.csv
 
+# The report of what has been built (the AUROC table after `make run`, everything after `snakemake all`): a plain
+# `snakemake --report` covers every job of rule all and fails on the first table or figure not built yet.
+report: setup
+	targets="$$($(BIN)/python -m xraypipe.report_targets --config config.yaml)" && \
+	  snakemake --report report.html $$targets
+
 test: setup system-deps
 	pytest
 
@@ -30,6 +36,12 @@ test-fast: setup
 # dvc.yaml is generated from the stage table (src/xraypipe/workflow.py); a test fails when the committed one is stale.
 dvc-yaml: setup
 	$(BIN)/python -m xraypipe.workflow dvc --out dvc.yaml
+
+# requirements.txt, envs/pipeline.yaml and benchmarks/requirements.txt are generated from pyproject.toml (the one
+# source of pins; standard library only, so no setup first); a test fails when one is stale.
+.PHONY: requirements
+requirements:
+	PYTHONPATH=src $(PYTHON) -m xraypipe.requirements
 
 # The full real-data recipes on ../shared/data (the Kermany recipe trains ~30 min on 2 cores): run before releasing
 # a recipe change; not part of `make test` (CI).
@@ -72,14 +84,12 @@ system-deps:
 	fi
 # --- end Chromium ---
 
-# `snakemake --profile slurm` (README: Running on Slurm) finds the profile in Snakemake's user config dir.
-SNAKEMAKE_PROFILES ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/snakemake
-slurm-profile:
-	mkdir -p $(SNAKEMAKE_PROFILES)
-	@if [ -e $(SNAKEMAKE_PROFILES)/slurm ] && [ ! -L $(SNAKEMAKE_PROFILES)/slurm ]; then \
-	  echo "$(SNAKEMAKE_PROFILES)/slurm exists and is not a link: not replacing it" >&2; exit 1; fi
-	ln -sfn $(CURDIR)/profiles/slurm $(SNAKEMAKE_PROFILES)/slurm
-	@echo "snakemake --profile slurm -> $(CURDIR)/profiles/slurm"
-
+# Everything the runs made, but the files git tracks under results/ (results/README.md): `git clean` there; outside a
+# git checkout (an unpacked archive) everything but results/README.md (tests/test_make_clean.py).
 clean:
-	rm -rf results/* .snakemake
+	@if git -C $(CURDIR) rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+	  git -C $(CURDIR) clean -ffdxq -- results; \
+	else \
+	  find results -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +; \
+	fi
+	rm -rf .snakemake

@@ -1,15 +1,30 @@
 # Config validation (before any job starts), paths and input functions shared by all rules.
 import copy
+import hashlib
 import json
 import os
 import sys
+
+# The package from this checkout's src/, not an installed copy: a driver environment with Snakemake alone (no torch,
+# the package not installed: `--sdm conda` with envs/pipeline.yaml) parses the workflow. Parse time imports only
+# the light modules below, which need nothing beyond Snakemake's own dependencies (PyYAML, jsonschema); the stages'
+# scripts import the rest inside the jobs (tests/test_driver_env.py).
+sys.path.insert(0, os.path.join(workflow.basedir, "src"))
 
 from xraypipe.cli import config_threads
 from xraypipe.config import ConfigError, validate_config
 from xraypipe.code_deps import code_deps
 from xraypipe.writer_lock import RUN_ENV, ResultsBusyError, claim_results, hold_dvc_lock, snakemake_run_id
-from xraypipe.workflow import (PATHS, STAGE, all_targets, command, cv_variants, job_inputs, output_templates,
-                               stage_params_json)
+from xraypipe.workflow import (
+    PATHS,
+    STAGE,
+    all_targets,
+    command,
+    cv_variants,
+    job_inputs,
+    output_templates,
+    stage_params_json,
+)
 
 CONFIG_AS_GIVEN = copy.deepcopy(config)  # before the defaults are filled in (rules/config_to_json.smk)
 try:
@@ -30,7 +45,14 @@ onstart:
 
 
 # Jobs call `python`: make it this interpreter (the project's .venv) unless a conda env is activated per rule.
+# envvars: PATH is passed on to the jobs of executors that do not inherit the submitting environment (Slurm's
+# `sbatch --export=ALL` and local jobs inherit it anyway).
 os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+
+
+envvars:
+    "PATH",
+
 
 DATASETS = config["experiment"]["datasets"]
 VARIANTS = config["experiment"]["variants"]
@@ -72,9 +94,20 @@ def stage_output(name, **wrap):
 
 
 def stage_params(name):
-    """Input function: the stage's config keys as JSON; Snakemake reruns a job when they change."""
+    """Input function: the stage's config keys as JSON, for the job's command line. It takes ``output`` so that
+    Snakemake counts it as derived and leaves it out of its re-run records (a change would print both JSON
+    dumps); :func:`stage_params_digest` stands for it there, and the job's log names the keys that changed."""
     stage = STAGE[name]
-    return lambda wildcards: stage_params_json(config, stage.params, **dict(wildcards.items()))
+    return lambda wildcards, output: stage_params_json(config, stage.params, **dict(wildcards.items()))
+
+
+def stage_params_digest(name):
+    """Input function: a short digest of the stage's config keys; Snakemake reruns a job when it changes."""
+    stage = STAGE[name]
+    return (
+        lambda wildcards: "config sha256 "
+        + hashlib.sha256(stage_params_json(config, stage.params, **dict(wildcards.items())).encode()).hexdigest()[:16]
+    )
 
 
 def stage_threads(name):
@@ -88,5 +121,8 @@ def stage_shell(name):
     return command(STAGE[name], "snakemake")
 
 
-def as_report(caption, category, **labels):
-    return lambda path: report(path, caption=f"../report/{caption}", category=category, labels=labels)
+def as_report(caption, category, subcategory="all datasets", **labels):
+    """A report entry; the report groups entries by category (tables, figures) and then by dataset."""
+    return lambda path: report(
+        path, caption=f"../report/{caption}", category=category, subcategory=subcategory, labels=labels
+    )

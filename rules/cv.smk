@@ -9,13 +9,14 @@ rule cv_folds:
         unpack(stage_input("cv_folds")),
     output:
         **stage_output("cv_folds"),
-    params:
-        cfg=stage_params("cv_folds"),
     log:
         "results/logs/cv_folds/{dataset}/{variant}.log",
-    threads: 1
     conda:
         ENV
+    threads: 1
+    params:
+        cfg=stage_params("cv_folds"),
+        config_digest=stage_params_digest("cv_folds"),
     shell:
         stage_shell("cv_folds")
 
@@ -26,17 +27,18 @@ rule train_fold:
         unpack(stage_input("train_fold")),
     output:
         **stage_output("train_fold"),
-    params:
-        cfg=stage_params("train_fold"),
     log:
         "results/logs/train_fold/{dataset}/{variant}/fold{fold}.log",
     benchmark:
         "results/benchmarks/train_fold/{dataset}/{variant}/fold{fold}.tsv"
+    conda:
+        ENV
     threads: stage_threads("train_fold")
     resources:
         mem_mb=8000,
-    conda:
-        ENV
+    params:
+        cfg=stage_params("train_fold"),
+        config_digest=stage_params_digest("train_fold"),
     shell:
         stage_shell("train_fold")
 
@@ -50,13 +52,17 @@ rule cv_table:
     input:
         unpack(stage_input("cv_table")),
     output:
-        **stage_output("cv_table", out_html=as_report("cross_validation.rst", "Tables", table="cross-validation", variant="{variant}")),
-    params:
-        cfg=stage_params("cv_table"),
+        **stage_output(
+            "cv_table",
+            out_html=as_report("cross_validation.rst", "Tables", table="cross-validation", variant="{variant}"),
+        ),
     log:
         "results/logs/cv_table/{variant}.log",
-    threads: 1
     conda:
         ENV
+    threads: 1
+    params:
+        cfg=stage_params("cv_table"),
+        config_digest=stage_params_digest("cv_table"),
     shell:
         stage_shell("cv_table")

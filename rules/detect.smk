@@ -8,17 +8,18 @@ rule train_detector:
         unpack(stage_input("train_detector")),
     output:
         **stage_output("train_detector"),
-    params:
-        cfg=stage_params("train_detector"),
     log:
         "results/logs/train_detector/{dataset}.log",
     benchmark:
         "results/benchmarks/train_detector/{dataset}.tsv"
+    conda:
+        ENV
     threads: stage_threads("train_detector")
     resources:
         mem_mb=4000,
-    conda:
-        ENV
+    params:
+        cfg=stage_params("train_detector"),
+        config_digest=stage_params_digest("train_detector"),
     shell:
         stage_shell("train_detector")
 
@@ -29,16 +30,17 @@ rule detect:
         unpack(stage_input("detect")),
     output:
         **stage_output("detect"),
-    params:
-        cfg=stage_params("detect"),
     log:
         "results/logs/detect/{dataset}/{variant}.log",
     benchmark:
         "results/benchmarks/detect/{dataset}/{variant}.tsv"
+    conda:
+        ENV
     threads: stage_threads("detect")
     resources:
         mem_mb=4000,
-    conda:
-        ENV
+    params:
+        cfg=stage_params("detect"),
+        config_digest=stage_params_digest("detect"),
     shell:
         stage_shell("detect")

@@ -4,12 +4,13 @@ rule evaluate:
         unpack(stage_input("evaluate")),
     output:
         **stage_output("evaluate"),
-    params:
-        cfg=stage_params("evaluate"),
     log:
         "results/logs/evaluate/{dataset}/{variant}.log",
-    threads: 1
     conda:
         ENV
+    threads: 1
+    params:
+        cfg=stage_params("evaluate"),
+        config_digest=stage_params_digest("evaluate"),
     shell:
         stage_shell("evaluate")

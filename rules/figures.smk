@@ -6,14 +6,18 @@ rule roc_figure:
     input:
         unpack(stage_input("roc_figure")),
     output:
-        **stage_output("roc_figure", out=as_report("roc.rst", "Figures", figure="ROC curves", dataset="{dataset}")),
-    params:
-        cfg=stage_params("roc_figure"),
+        **stage_output(
+            "roc_figure",
+            out=as_report("roc.rst", "Figures", subcategory="{dataset}", figure="ROC curves", dataset="{dataset}"),
+        ),
     log:
         "results/logs/figures/roc_{dataset}.log",
-    threads: 1
     conda:
         ENV
+    threads: 1
+    params:
+        cfg=stage_params("roc_figure"),
+        config_digest=stage_params_digest("roc_figure"),
     shell:
         stage_shell("roc_figure")
 
@@ -23,14 +27,24 @@ rule label_distribution_figure:
     input:
         unpack(stage_input("label_distribution_figure")),
     output:
-        **stage_output("label_distribution_figure", out=as_report("label_distribution.rst", "Figures", figure="label distribution", dataset="{dataset}")),
-    params:
-        cfg=stage_params("label_distribution_figure"),
+        **stage_output(
+            "label_distribution_figure",
+            out=as_report(
+                "label_distribution.rst",
+                "Figures",
+                subcategory="{dataset}",
+                figure="label distribution",
+                dataset="{dataset}",
+            ),
+        ),
     log:
         "results/logs/figures/labels_{dataset}.log",
-    threads: 1
     conda:
         ENV
+    threads: 1
+    params:
+        cfg=stage_params("label_distribution_figure"),
+        config_digest=stage_params_digest("label_distribution_figure"),
     shell:
         stage_shell("label_distribution_figure")
 
@@ -40,14 +54,20 @@ rule training_curves_figure:
     input:
         unpack(stage_input("training_curves_figure")),
     output:
-        **stage_output("training_curves_figure", out=as_report("training.rst", "Figures", figure="training curves", dataset="{dataset}")),
-    params:
-        cfg=stage_params("training_curves_figure"),
+        **stage_output(
+            "training_curves_figure",
+            out=as_report(
+                "training.rst", "Figures", subcategory="{dataset}", figure="training curves", dataset="{dataset}"
+            ),
+        ),
     log:
         "results/logs/figures/training_{dataset}.log",
-    threads: 1
     conda:
         ENV
+    threads: 1
+    params:
+        cfg=stage_params("training_curves_figure"),
+        config_digest=stage_params_digest("training_curves_figure"),
     shell:
         stage_shell("training_curves_figure")
 
@@ -57,14 +77,25 @@ rule confusion_figure:
     input:
         unpack(stage_input("confusion_figure")),
     output:
-        **stage_output("confusion_figure", out=as_report("confusion.rst", "Figures", figure="confusion matrices", dataset="{dataset}", variant="{variant}")),
-    params:
-        cfg=stage_params("confusion_figure"),
+        **stage_output(
+            "confusion_figure",
+            out=as_report(
+                "confusion.rst",
+                "Figures",
+                subcategory="{dataset}",
+                figure="confusion matrices",
+                dataset="{dataset}",
+                variant="{variant}",
+            ),
+        ),
     log:
         "results/logs/figures/confusion_{dataset}_{variant}.log",
-    threads: 1
     conda:
         ENV
+    threads: 1
+    params:
+        cfg=stage_params("confusion_figure"),
+        config_digest=stage_params_digest("confusion_figure"),
     shell:
         stage_shell("confusion_figure")
 
@@ -74,13 +105,24 @@ rule gradcam_figure:
     input:
         unpack(stage_input("gradcam_figure")),
     output:
-        **stage_output("gradcam_figure", out=as_report("gradcam.rst", "Figures", figure="Grad-CAM overlays", dataset="{dataset}", variant="{variant}")),
-    params:
-        cfg=stage_params("gradcam_figure"),
+        **stage_output(
+            "gradcam_figure",
+            out=as_report(
+                "gradcam.rst",
+                "Figures",
+                subcategory="{dataset}",
+                figure="Grad-CAM overlays",
+                dataset="{dataset}",
+                variant="{variant}",
+            ),
+        ),
     log:
         "results/logs/figures/gradcam_{dataset}_{variant}.log",
-    threads: 1
     conda:
         ENV
+    threads: 1
+    params:
+        cfg=stage_params("gradcam_figure"),
+        config_digest=stage_params_digest("gradcam_figure"),
     shell:
         stage_shell("gradcam_figure")

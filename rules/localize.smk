@@ -4,16 +4,17 @@ rule localize:
         unpack(stage_input("localize")),
     output:
         **stage_output("localize"),
-    params:
-        cfg=stage_params("localize"),
     log:
         "results/logs/localize/{dataset}/{variant}.log",
     benchmark:
         "results/benchmarks/localize/{dataset}/{variant}.tsv"
+    conda:
+        ENV
     threads: stage_threads("localize")
     resources:
         mem_mb=4000,
-    conda:
-        ENV
+    params:
+        cfg=stage_params("localize"),
+        config_digest=stage_params_digest("localize"),
     shell:
         stage_shell("localize")

@@ -5,14 +5,15 @@ rule pixel_stats:
         unpack(stage_input("pixel_stats")),
     output:
         **stage_output("pixel_stats"),
-    params:
-        cfg=stage_params("pixel_stats"),
     log:
         "results/logs/pixel_stats/{dataset}.log",
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=2000,
-    conda:
-        ENV
+    params:
+        cfg=stage_params("pixel_stats"),
+        config_digest=stage_params_digest("pixel_stats"),
     shell:
         stage_shell("pixel_stats")

@@ -4,14 +4,15 @@ rule predict:
         unpack(stage_input("predict")),
     output:
         **stage_output("predict"),
-    params:
-        cfg=stage_params("predict"),
     log:
         "results/logs/predict/{dataset}/{variant}/{split}.log",
+    conda:
+        ENV
     threads: stage_threads("predict")
     resources:
         mem_mb=4000,
-    conda:
-        ENV
+    params:
+        cfg=stage_params("predict"),
+        config_digest=stage_params_digest("predict"),
     shell:
         stage_shell("predict")

@@ -5,16 +5,17 @@ rule prepare_raw:
         unpack(stage_input("prepare_raw")),
     output:
         **stage_output("prepare_raw"),
-    params:
-        cfg=stage_params("prepare_raw"),
     log:
         "results/logs/prepare_raw/{dataset}.log",
     benchmark:
         "results/benchmarks/prepare_raw/{dataset}.tsv"
+    conda:
+        ENV
     threads: stage_threads("prepare_raw")
     resources:
         mem_mb=2000,
-    conda:
-        ENV
+    params:
+        cfg=stage_params("prepare_raw"),
+        config_digest=stage_params_digest("prepare_raw"),
     shell:
         stage_shell("prepare_raw")

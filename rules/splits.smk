@@ -4,14 +4,15 @@ rule make_splits:
         unpack(stage_input("make_splits")),
     output:
         **stage_output("make_splits"),
-    params:
-        cfg=stage_params("make_splits"),
     log:
         "results/logs/make_splits/{dataset}.log",
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=4000,
-    conda:
-        ENV
+    params:
+        cfg=stage_params("make_splits"),
+        config_digest=stage_params_digest("make_splits"),
     shell:
         stage_shell("make_splits")

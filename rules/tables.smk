@@ -8,13 +8,14 @@ rule auroc_table:
         unpack(stage_input("auroc_table")),
     output:
         **stage_output("auroc_table", out_html=as_report("auroc.rst", "Tables", table="AUROC")),
-    params:
-        cfg=stage_params("auroc_table"),
     log:
         "results/logs/auroc_table.log",
-    threads: 1
     conda:
         ENV
+    threads: 1
+    params:
+        cfg=stage_params("auroc_table"),
+        config_digest=stage_params_digest("auroc_table"),
     shell:
         # the table on the console when the run ends (the script's own output goes to the log)
         stage_shell("auroc_table") + " && cat {output.out_md}"
@@ -29,14 +30,17 @@ rule classification_table:
     input:
         unpack(stage_input("classification_table")),
     output:
-        **stage_output("classification_table", out_html=as_report("classification.rst", "Tables", table="classification")),
-    params:
-        cfg=stage_params("classification_table"),
+        **stage_output(
+            "classification_table", out_html=as_report("classification.rst", "Tables", table="classification")
+        ),
     log:
         "results/logs/classification_table.log",
-    threads: 1
     conda:
         ENV
+    threads: 1
+    params:
+        cfg=stage_params("classification_table"),
+        config_digest=stage_params_digest("classification_table"),
     shell:
         stage_shell("classification_table")
 
@@ -51,13 +55,14 @@ rule iobb_table:
         unpack(stage_input("iobb_table")),
     output:
         **stage_output("iobb_table", out_html=as_report("iobb.rst", "Tables", table="IoBB")),
-    params:
-        cfg=stage_params("iobb_table"),
     log:
         "results/logs/iobb_table.log",
-    threads: 1
     conda:
         ENV
+    threads: 1
+    params:
+        cfg=stage_params("iobb_table"),
+        config_digest=stage_params_digest("iobb_table"),
     shell:
         stage_shell("iobb_table")
 
@@ -72,13 +77,14 @@ rule study_table:
         unpack(stage_input("study_table")),
     output:
         **stage_output("study_table", out_html=as_report("study_level.rst", "Tables", table="study level")),
-    params:
-        cfg=stage_params("study_table"),
     log:
         "results/logs/study_table.log",
-    threads: 1
     conda:
         ENV
+    threads: 1
+    params:
+        cfg=stage_params("study_table"),
+        config_digest=stage_params_digest("study_table"),
     shell:
         stage_shell("study_table")
 
@@ -92,14 +98,16 @@ rule reproduction_table:
     input:
         unpack(stage_input("reproduction_table")),
     output:
-        **stage_output("reproduction_table",
-                       out_html=as_report("reproduction.rst", "Tables", table="reproduction {study}")),
-    params:
-        cfg=stage_params("reproduction_table"),
+        **stage_output(
+            "reproduction_table", out_html=as_report("reproduction.rst", "Tables", table="reproduction {study}")
+        ),
     log:
         "results/logs/reproduction_table/{study}.log",
-    threads: 1
     conda:
         ENV
+    threads: 1
+    params:
+        cfg=stage_params("reproduction_table"),
+        config_digest=stage_params_digest("reproduction_table"),
     shell:
         stage_shell("reproduction_table") + " && cat {output.out_md}"

@@ -8,16 +8,17 @@ rule train:
         unpack(stage_input("train")),
     output:
         **stage_output("train"),
-    params:
-        cfg=stage_params("train"),
     log:
         "results/logs/train/{dataset}/{variant}.log",
     benchmark:
         "results/benchmarks/train/{dataset}/{variant}.tsv"
+    conda:
+        ENV
     threads: stage_threads("train")
     resources:
         mem_mb=8000,
-    conda:
-        ENV
+    params:
+        cfg=stage_params("train"),
+        config_digest=stage_params_digest("train"),
     shell:
         stage_shell("train")

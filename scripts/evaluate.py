@@ -17,7 +17,8 @@ def main():
     args = p.parse_args()
     config = cli.stage_config(args, "evaluate")
     result = evaluate(args.test_predictions, args.val_predictions, config["evaluation"], args.metrics, args.thresholds)
-    print(f"mean AUROC {result['mean']['auroc']}; macro F1 {result['classification']['macro']['f1']}")
+    auroc, f1 = result["mean"]["auroc"], result["classification"]["macro"]["f1"]
+    print(f"mean AUROC {cli.rounded(auroc)}; macro F1 {cli.rounded(f1)}")
 
 
 if __name__ == "__main__":

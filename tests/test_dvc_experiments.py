@@ -9,7 +9,9 @@ Run alone with `-s` to see the `dvc metrics diff` output.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import re
 
@@ -23,6 +25,14 @@ DVC = str(BIN / "dvc")
 TARGET = "auroc_table"  # the classification DAG (raw -> ... -> table); figures etc. are other stages
 LR = 0.0005
 D = "nih_synthetic"
+SUMMARY = "results/metrics_summary.json"  # dvc.yaml's top-level metrics file
+
+
+def _leaves(tree: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key, value in tree.items():
+        out += _leaves(value, f"{prefix}{key}.") if isinstance(value, dict) and value else [f"{prefix}{key}"]
+    return out
 
 
 def _stages(stdout: str) -> tuple[set, set]:
@@ -77,17 +87,24 @@ def test_exp_run_reruns_only_the_changed_variant_and_diffs_show_it(tiny_dvc_repo
             f"evaluate@{D}-resnet18"} <= skipped, exp.stdout
     assert yaml.safe_load((repo / "config.yaml").read_text())["variants"]["small_cnn"]["lr"] == LR
 
-    # metrics: the AUROC of small_cnn changed, resnet18's did not
+    # metrics: the summary (dvc.yaml's one metrics file) shows small_cnn's AUROC changed, resnet18's not
     shown = run([DVC, "metrics", "diff"], repo)
-    lines = shown.stdout.splitlines()
-    print("\n$ dvc metrics diff  (mean AUROC rows; the JSON also has every per-label value)\n"
-          + "\n".join(lines[:1] + [l for l in lines if re.search(r"\smean(_auroc|\.)", l)]))
+    print("\n$ dvc metrics diff\n" + shown.stdout)
     diff = json.loads(run([DVC, "metrics", "diff", "--json"], repo).stdout)
-    small = diff[f"results/metrics/{D}/small_cnn.json"]
-    assert small["mean_auroc"]["old"] is not None and small["mean_auroc"]["diff"] != 0, diff
-    assert f"results/metrics/{D}/resnet18.json" not in diff or not any(
-        v.get("diff") for v in diff[f"results/metrics/{D}/resnet18.json"].values()), diff
-    assert "mean_auroc" in shown.stdout and "small_cnn.json" in shown.stdout
+    assert set(diff) <= {SUMMARY}, diff  # the per-label files are not metrics by default
+    small = diff[SUMMARY][f"{D}.small_cnn.mean_auroc"]
+    assert small["old"] is not None and small["diff"] != 0, diff
+    assert not any(v.get("diff") for k, v in diff[SUMMARY].items() if ".resnet18." in k), diff
+    # the per-label details, on request: their own files, still diffable against HEAD (read from the cache)
+    per_label = json.loads(run([DVC, "metrics", "diff", "--json", "--targets",
+                                f"results/metrics/{D}/small_cnn.json"], repo).stdout)
+    assert per_label[f"results/metrics/{D}/small_cnn.json"]["mean_auroc"]["diff"] != 0, per_label
+    # the summary is the evaluate stage's figures, rounded
+    summary = json.loads((repo / SUMMARY).read_text())
+    for variant in ("resnet18", "small_cnn"):
+        mean = json.loads((repo / f"results/metrics/{D}/{variant}.json").read_text())["mean"]
+        assert summary[D][variant] == {"mean_auroc": round(mean["auroc"], 4), "ci_low": round(mean["ci_low"], 4),
+                                       "ci_high": round(mean["ci_high"], 4)}, (summary, mean)
 
     # params diff names the changed key
     params = run([DVC, "params", "diff"], repo)
@@ -107,9 +124,24 @@ def test_exp_run_reruns_only_the_changed_variant_and_diffs_show_it(tiny_dvc_repo
     assert not any("resnet18" in p or "/cache/" in p for p in modified), changed
     print("$ dvc diff (modified)\n" + "\n".join(sorted(modified)))
 
-    # the experiment is recorded
+    # the experiment is recorded; `dvc exp show` (baseline, workspace, experiment) stays readable: the summary's 3
+    # figures per dataset x variant as metrics, each tracked config key once, with every row's value
     table = run([DVC, "exp", "show", "--no-pager", "--csv"], repo).stdout
     assert "small-cnn-lr" in table
+    header, *rows = list(csv.reader(io.StringIO(table)))
+    groups = json.loads(run([DVC, "exp", "show", "--no-pager", "--json"], repo).stdout)[0]["data"]
+    metrics = [c for f in groups["metrics"].values() for c in _leaves(f["data"])]
+    params = [c for f in groups["params"].values() for c in _leaves(f["data"])]
+    print(f"\n$ dvc exp show --csv: {len(header)} columns ({len(metrics)} metrics, {len(params)} params, "
+          f"{len(groups['deps'])} deps)")
+    assert list(groups["metrics"]) == [SUMMARY] and len(metrics) == 3 * 2, groups["metrics"].keys()
+    assert len(params) == len(set(params)), sorted(p for p in params if params.count(p) > 1)  # each key once
+    assert f"variants.small_cnn.lr" in header  # the key `exp run -S` set, by its own name
+    lr = header.index("variants.small_cnn.lr")
+    assert {row[lr] for row in rows} == {"0.002", str(LR)}, rows  # read for every revision, not "!"
+    # before: 909 columns (434 metric leaves, 355 params of which ~220 twice, 115 deps); the deps (code files and
+    # intermediate results, one hash column each) are what remains wide: `dvc exp show --only-changed`
+    assert len(metrics) + len(params) <= 160 and len(header) <= 300, len(header)
 
 
 @pytest.mark.slow
@@ -126,7 +158,7 @@ def test_remote_push_and_pull_into_a_fresh_clone_without_recomputing(tiny_dvc_re
         assert hashlib.md5((clone / path).read_bytes()).hexdigest() == _lock_md5(clone, path)  # the locked bytes
     assert (clone / "results/tables/auroc.csv").is_file() and (clone / f"results/metrics/{D}/resnet18.json").is_file()
     # Nothing to recompute. `dvc status` can only miss outputs that are never cached (`cache: false` in
-    # dvc.yaml: the raw images, by design, the code fingerprints, the params files and a few small files); no dependency, parameter or cached output
+    # dvc.yaml: the raw images, by design, the code fingerprints and a few small files); no dependency, parameter or cached output
     # differs, and `dvc repro --allow-missing` runs no stage.
     status = run([DVC, "status", TARGET, "--with-deps", "--json"], clone)
     print(f"\n$ dvc status --json (clone, after dvc pull)\n{status.stdout}")

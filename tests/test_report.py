@@ -1,6 +1,8 @@
 """`snakemake --report` on a small run of the tiny config, opened in headless Chromium: the AUROC table (an HTML
 table inside the report's iframe) and a figure (a decoded PNG) must render. Also: every table and figure exists."""
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -29,9 +31,36 @@ def finished_run(tmp_path_factory):
     cfg["variants"]["small_cnn"]["epochs"] = 2
     cfg["evaluation"] = {"bootstrap_samples": 50, "localization": {"max_images": 30, "overlays_per_finding": 1}}
     wf = make_workflow_copy(tmp_path_factory.mktemp("report") / "wf", cfg)
+    # the main job (`make run`'s target), then `make report`'s two commands: the report of what is built
+    run([str(BIN / "snakemake"), "--cores", "2", "results/tables/auroc.csv"], wf, timeout=1500)
+    _make_report(wf, "report_main.html")
     run([str(BIN / "snakemake"), "--cores", "2"], wf, timeout=1500)
-    run([str(BIN / "snakemake"), "--report", "report.html", "--cores", "1"], wf, timeout=600)
+    _make_report(wf, "report.html")
     return wf
+
+
+def _make_report(wf, name):
+    """What `make report` runs: the built tables and figures as the report's targets."""
+    targets = run([str(BIN / "python"), "-m", "xraypipe.report_targets", "--config", "config.yaml"], wf).stdout.split()
+    assert targets, "no report targets"
+    run([str(BIN / "snakemake"), "--report", name, "--cores", "1", *targets], wf, timeout=600)
+    (wf / f"{name}.targets").write_text("\n".join(targets))
+
+
+@pytest.mark.slow
+def test_report_after_the_main_job_holds_the_auroc_table_only(finished_run):
+    targets = (finished_run / "report_main.html.targets").read_text().split()
+    assert set(targets) == {"results/tables/auroc.csv", "results/tables/auroc.md", "results/tables/auroc.html"}
+    html = (finished_run / "report_main.html").read_text()
+    assert "auroc.html" in html and "roc_nih_synthetic.png" not in html
+
+
+@pytest.mark.slow
+def test_report_targets_after_a_full_run_are_every_table_and_figure(finished_run):
+    targets = set((finished_run / "report.html.targets").read_text().split())
+    built = {str(p.relative_to(finished_run)) for d in ("tables", "figures")
+             for p in (finished_run / "results" / d).iterdir()}
+    assert targets == built
 
 
 @pytest.mark.slow
@@ -62,6 +91,10 @@ def test_report_renders_in_headless_chromium(finished_run, tmp_path):
     try:
         browser.wait_for('document.body && document.body.innerText.includes("Tables")', timeout=60)
         assert browser.js(CLICK_LINK + '("Tables")')
+        # grouped by dataset (the report's subcategories; its menu skips a level with one entry)
+        groups = browser.js("JSON.stringify(Object.fromEntries(Object.entries(categories).map("
+                            "([c, subs]) => [c, Object.keys(subs)])))")
+        assert json.loads(groups) == {"Tables": ["all datasets"], "Figures": ["nih_synthetic"]}, groups
         assert browser.js(SHOW_ROW + '("AUROC")'), "no AUROC entry under Tables"
         browser.wait_for('document.querySelector("iframe") !== null')
         # the table is inside the report's iframe (a data: URL): read it through the DevTools DOM, frames pierced

@@ -50,22 +50,29 @@ def cluster():
         c.cleanup()
 
 
-def cpu_test_profile(wf: Path, dest: Path) -> Path:
-    """The project's profile with the GPU request overridden to none and memory/threads fitted to this node."""
-    profile = yaml.safe_load((wf / "profiles/slurm/config.yaml").read_text())
+def fit_workflow_profile_to_this_node(wf: Path) -> None:
+    """The workflow copy's profiles/slurm with the GPU request dropped and memory/threads fitted to this node."""
+    path = wf / "profiles/slurm/config.yaml"
+    profile = yaml.safe_load(path.read_text())
     train = profile["set-resources"]["train"]
     assert train["gpu"] >= 1 and train["cpus_per_gpu"] >= 1 and train["mem_mb"] and train["runtime"]
-    assert profile["executor"] == "slurm" and profile["retries"] >= 1
-    assert profile["slurm-status-command"] == "squeue"
+    assert profile["retries"] >= 1 and profile["rerun-incomplete"] is True
+    assert "executor" not in profile  # the site profile's
     for key in ("gpu", "gpu_model", "cpus_per_gpu"):
         train.pop(key, None)  # no GPU: a CPU job with cpus-per-task = threads
     for resources in [profile["default-resources"], *profile["set-resources"].values()]:
         resources["mem_mb"] = min(resources.get("mem_mb", 1000), 1000)
     profile["set-threads"] = {rule: 1 for rule in profile.get("set-threads", {})}
-    profile["slurm-init-seconds-before-status-checks"] = 5
-    profile["slurm-no-account"] = True
+    path.write_text(yaml.safe_dump(profile, sort_keys=False))
+
+
+def write_site_profile(wf: Path, dest: Path) -> Path:
+    """This cluster's site profile: the example one (profiles/site-slurm-example), polling sooner."""
+    site = yaml.safe_load((wf / "profiles/site-slurm-example/config.yaml").read_text())
+    assert site["executor"] == "slurm" and site["slurm-status-command"] == "squeue"
+    site["slurm-init-seconds-before-status-checks"] = 5
     dest.mkdir(parents=True)
-    (dest / "config.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
+    (dest / "config.yaml").write_text(yaml.safe_dump(site, sort_keys=False))
     return dest
 
 
@@ -97,10 +104,13 @@ def cancel_training_after_first_checkpoint(cluster, wf: Path, proc: subprocess.P
 @pytest.mark.timeout(SNAKEMAKE_TIMEOUT + 900)  # above our own SIGKILL deadline (pyproject's default is 900 s)
 def test_tiny_experiment_runs_through_slurm_and_a_cancelled_training_job_resumes(cluster, tmp_path):
     wf = make_workflow_copy(tmp_path / "wf", load_tiny_config())
-    profile = cpu_test_profile(wf, tmp_path / "profile-cpu")
+    fit_workflow_profile_to_this_node(wf)
+    site = write_site_profile(wf, tmp_path / "site-profile")
     log_path = tmp_path / "snakemake.log"
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([str(BIN / "snakemake"), "--profile", str(profile), "results/tables/auroc.csv"],
+        # the README's command: the workflow's resources from its workflow profile, the cluster from the site's
+        proc = subprocess.Popen([str(BIN / "snakemake"), "--workflow-profile", "profiles/slurm", "--profile", str(site),
+                                 "results/tables/auroc.csv"],
                                 cwd=wf, env=cluster.env(env()), stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         try:
@@ -121,6 +131,7 @@ def test_tiny_experiment_runs_through_slurm_and_a_cancelled_training_job_resumes
     jobs = squeue_jobs(cluster)
     print(f"\nSlurm jobs (squeue --states=all):\n{jobs[['job_id', 'state', 'rule', 'comment']].to_string()}")
     assert proc.returncode == 0, f"{output[-6000:]}\n{cluster.logs()}"
+    assert f"Using profiles {site} and workflow specific profile profiles/slurm" in output, output[:3000]
 
     # the table was produced, from both variants
     table = pd.read_csv(wf / "results/tables/auroc.csv").set_index("variant")

@@ -129,16 +129,20 @@ def test_both_engines_define_the_same_jobs_files_params_and_code(two_by_two):
         assert script in sm_code and "src/xraypipe/config.py" in sm_code, name
         # data dependencies: every file Snakemake reads lies in a DVC dependency, and each DVC dependency holds one
         sm_data = {f for f in job["input"] if not is_code(f)}
-        dvc_data = {d for d in stage["deps"] if not is_code(d) and d != fingerprint}
+        # a whole config section a stage tracks (every variant): its params file, as a plain dependency
+        section_deps = {d for d in stage["deps"] if d.startswith(PATHS["params_dir"] + "/")}
+        dvc_data = {d for d in stage["deps"] if not is_code(d) and d != fingerprint} - section_deps - {"config.yaml"}
         for f in sm_data:
             assert any(f == d or f.startswith(d + "/") for d in dvc_data), (name, f, sorted(dvc_data))
         for d in dvc_data:
             assert any(f == d or f.startswith(d + "/") for f in sm_data), (name, d, sorted(sm_data))
         # params: the same keys (DVC tracks the stage's keys in results/config.json; Snakemake passes them)
-        if job["rule"] == "config_to_json":
-            assert stage["params"] == [("config.yaml", [])]
+        if job["rule"] == "config_to_json":  # config.yaml as a file: its keys show once in `dvc exp show`
+            assert stage["params"] == [] and "config.yaml" in stage["deps"], stage
             continue
-        dvc_keys = [k for file, keys in stage["params"] for k in keys]
+        assert all(d == f"{PATHS['params_dir']}/{params_file(d.rsplit('/', 1)[1][:-5])}" for d in section_deps), name
+        dvc_keys = [k for file, keys in stage["params"] for k in keys] + [
+            d.rsplit("/", 1)[1][:-len(".json")] for d in section_deps]
         for file, keys in stage["params"]:
             assert all(file == f"{PATHS['params_dir']}/{params_file(k)}" for k in keys), (name, file, keys)
         wildcards = dict(zip(STAGE[job["rule"]].wildcards, name.partition("@")[2].split("-")))
@@ -160,6 +164,8 @@ def test_the_params_files_hold_every_tracked_key(two_by_two, tmp_path):
     record = json.loads(out.read_text())
     tracked = [(s["name"], file, key) for s in dvc_stages(workdir) for file, keys in s["params"]
                if file.startswith(PATHS["params_dir"] + "/") for key in keys]
+    tracked += [(s["name"], dep, dep.rsplit("/", 1)[1][:-len(".json")]) for s in dvc_stages(workdir)
+                for dep in s["deps"] if dep.startswith(PATHS["params_dir"] + "/")]  # whole sections: files
     assert len(tracked) > 100
     assert {file for _, file, _ in tracked} >= {"results/params/training.json", "results/params/variants.json",
                                                  "results/params/variants/small_cnn_cv.json",

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+import time
 
 from xraypipe.config import ConfigError, load_config
 
@@ -22,6 +23,8 @@ def parser(description: str) -> argparse.ArgumentParser:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", help="path of config.yaml")
     source.add_argument("--config-json", help="the stage's configuration as JSON (used by the Snakefile)")
+    p.add_argument("--params-record", help="JSON file with this job's configuration at its last successful run: "
+                   "the log names the keys changed since (used by the Snakefile)")
     return p
 
 
@@ -40,7 +43,25 @@ def stage_config(args, stage: str, **names) -> dict:
     from xraypipe.workflow import stage_params
 
     config = resolve_config(args)
-    return config if args.config_json is not None else stage_params(config, stage, **names)
+    config = config if args.config_json is not None else stage_params(config, stage, **names)
+    _JOB.update(stage=stage, args=args, config=config)
+    if getattr(args, "params_record", None):
+        from xraypipe.job_log import log_params_changes
+
+        log_params_changes(args.params_record, config)
+    return config
+
+
+# The stage a script runs, its arguments and configuration (set by stage_config): the closing account of run().
+_JOB: dict = {}
+
+
+def rounded(value, digits: int = 4) -> str:
+    """A figure for a log line: ``digits`` decimals, "n/a" where there is none (an empty split, one class)."""
+    try:
+        return "n/a" if value is None or value != value else f"{float(value):.{digits}f}"
+    except (TypeError, ValueError):
+        return str(value)
 
 
 def physical_cores() -> int:
@@ -88,19 +109,41 @@ def threads(args, stage: str) -> int:
 def run(main, results_dir: str = "results") -> None:
     """Claim ``results_dir`` for this engine run (:mod:`xraypipe.writer_lock`), call ``main()``; print known errors
     as one clear line (naming the file/key) and exit 1."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from xraypipe.job_log import timestamped_streams
+
+    with timestamped_streams():
+        # (logging records carry their own time: they go to the stream as it was)
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                            stream=getattr(sys.stderr, "inner", sys.stderr))
+        _run_job(main, results_dir)
+
+
+def _raw_stderr():
+    """stderr without timestamps: the one error line starts with ``error:``."""
+    sys.stdout.flush()
+    return getattr(sys.stderr, "inner", sys.stderr)
+
+
+def _run_job(main, results_dir: str) -> None:
+    from xraypipe.job_log import stage_account, write_params_record
     from xraypipe.datasets import DatasetFormatError
     from xraypipe.model_files import ModelFileError
     from xraypipe.preprocess import ImageDecodeError
     from xraypipe.splits import SplitLeakageError
     from xraypipe.writer_lock import ResultsBusyError, claim_results
 
+    started = time.monotonic()
     try:
         claim_results(results_dir)
         main()
+        if _JOB:
+            for line in stage_account(_JOB["stage"], _JOB["args"], time.monotonic() - started):
+                print(line, flush=True)
+            if getattr(_JOB["args"], "params_record", None):
+                write_params_record(_JOB["args"].params_record, _JOB["config"])
     except (ConfigError, DatasetFormatError, ImageDecodeError, SplitLeakageError, FileNotFoundError,
             ResultsBusyError, ModelFileError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=_raw_stderr())
         sys.exit(1)
     except (ValueError, KeyError) as exc:
         # bad values in inputs (a stale model, a missing column, ...): one line naming the file/key; set
@@ -108,5 +151,5 @@ def run(main, results_dir: str = "results") -> None:
         if os.environ.get("XRAYPIPE_TRACEBACK"):
             raise
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"error: {message} (XRAYPIPE_TRACEBACK=1 shows the traceback)", file=sys.stderr)
+        print(f"error: {message} (XRAYPIPE_TRACEBACK=1 shows the traceback)", file=_raw_stderr())
         sys.exit(1)

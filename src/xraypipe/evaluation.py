@@ -68,7 +68,7 @@ def evaluate(test_csv, val_csv, cfg: dict, out_json, thresholds_json) -> dict:
     result["n_val_images"] = int(len(val))
     if result["n_images"] == 0:
         print(f"{test_csv}: the test split is empty (the source has no test split); validation mean AUROC "
-              f"{result['validation_mean_auroc']} (optimistic: used for model selection)", flush=True)
+              f"{'n/a' if result['validation_mean_auroc'] is None else round(result['validation_mean_auroc'], 4)} (optimistic: used for model selection)", flush=True)
     flat = {"mean_auroc": result["mean"]["auroc"],
             **{f"auroc_{label}": v["auroc"] for label, v in result["labels"].items()},
             **{f"macro_{k}": v for k, v in report["macro"].items() if k != "auroc"}}

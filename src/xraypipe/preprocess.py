@@ -232,7 +232,7 @@ def build_cache(manifest: pd.DataFrame, out_dir: str | os.PathLike, *, image_siz
                 patient_wise: bool = True) -> pd.DataFrame:
     """Write ``<split>.npy`` (uint8, N x S x S) for each split, ``index.csv`` and ``skipped.csv``; return the index.
     ``patient_wise=False`` only for a dataset configured with an image-level split (``split.unit: image``)."""
-    from tqdm.auto import tqdm
+    from xraypipe.job_log import progress as progress_bar
 
     if "split" not in manifest.columns:
         raise ValueError("manifest has no 'split' column; run the splits stage first")
@@ -245,7 +245,7 @@ def build_cache(manifest: pd.DataFrame, out_dir: str | os.PathLike, *, image_siz
         part = manifest[manifest["split"] == split].reset_index(drop=True)
         with atomic_path(out_dir / f"{split}.npy") as tmp:
             array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(part), image_size, image_size))
-            bar = tqdm(total=len(part), desc=f"decode {split}", unit="img", disable=not progress, mininterval=5)
+            bar = progress_bar(total=len(part), desc=f"decode {split}", unit="img", enabled=progress)
             failures = decode_into(part["path"].tolist(), array, image_size, resize, threads, bar,
                                    array_keys=part["array_key"].tolist() if "array_key" in part else None,
                                    array_indices=part["array_index"].tolist() if "array_index" in part else None,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from xraypipe.code_deps import code_deps, fingerprint
-from xraypipe.config import params_file
+from xraypipe.config import NAMED_SECTIONS, params_file
 
 PATHS = {
     # the configuration as given (validated, no defaults filled in), as JSON: DVC's params file (dvc.yaml)
@@ -39,8 +39,14 @@ PATHS = {
     "checkpoint": "results/checkpoints/{dataset}/{variant}/last.pt",
     "predictions": "results/predictions/{dataset}/{variant}/{split}.csv",
     "metrics": "results/metrics/{dataset}/{variant}.json",
+    # what a model was trained on, its validation/test figures with CIs, its intended use (xraypipe.model_card)
+    "model_card": "results/models/{dataset}/{variant}/model_card.md",
     "auroc_table": "results/tables/auroc.csv",
     "auroc_markdown": "results/tables/auroc.md",
+    # mean AUROC and its CI per dataset x variant (written by auroc_table): DVC's one top-level metrics file, the
+    # `dvc exp show` summary (results/metrics/ holds the per-label files; outside it: a stage may not depend on a
+    # directory holding its own output)
+    "metrics_summary": "results/metrics_summary.json",
     # evaluation, localization, tables, figures
     "thresholds": "results/models/{dataset}/{variant}/thresholds.json",
     "loc_dir": "results/localization/{dataset}/{variant}",
@@ -103,7 +109,9 @@ STAGE_PARAMS = {
                "datasets.{dataset}.sample"],
     "cache": ["datasets.{dataset}.preprocess", "datasets.{dataset}.split.unit"],  # unit: the leakage check
     "pixel_stats": [],  # a function of the cached training split only
-    "train": ["variants.{variant}"] + [f"training.{k}" for k in TRAINING_KEYS],
+    # the dataset's resize keys: only recorded in the model file (its transform); a change re-caches anyway
+    "train": ["variants.{variant}"] + [f"training.{k}" for k in TRAINING_KEYS]
+             + ["datasets.{dataset}.preprocess.image_size", "datasets.{dataset}.preprocess.resize"],
     "predict": ["training.device"],
     "evaluate": ["evaluation.bootstrap_samples", "evaluation.ci_level", "evaluation.bootstrap_unit", "evaluation.seed",
                  "evaluation.threshold_method", "evaluation.min_test_positives", "evaluation.fixed_thresholds"],
@@ -125,6 +133,9 @@ STAGE_PARAMS = {
                      "evaluation.group_column"] + BOOTSTRAP_KEYS,
     # the fold assignment, each fold's training (the variant's own keys, like train) and the table
     "cv_folds": ["cross_validation.folds", "cross_validation.seed"],
+    # the card names the dataset's release and source; the validation CIs are bootstrapped like the test ones
+    "model_card": ["datasets.{dataset}.reader", "datasets.{dataset}.source", "evaluation.min_test_positives"]
+                  + BOOTSTRAP_KEYS,
     "train_fold": ["variants.{variant}", "cross_validation.inner_val_fraction", "cross_validation.seed"]
                   + [f"training.{k}" for k in TRAINING_KEYS],
     "cv_table": ["experiment.datasets", "cross_validation.folds"],
@@ -248,7 +259,8 @@ STAGES = [
           outputs={"model": _out("model"),
                    # cached (results/ is git-ignored): DVC keeps every revision's copy for `dvc plots diff`
                    "history": _out("history", kind="plots", plot=(("x", "epoch"), ("y", "val_mean_auroc")))},
-          paths={"cache_dir": "cache_dir", "checkpoint": "checkpoint"}, args=("variant",), threads="training.threads"),
+          paths={"cache_dir": "cache_dir", "checkpoint": "checkpoint"}, args=("dataset", "variant"),
+          threads="training.threads"),
     Stage("predict", "scripts/predict.py", "predict", ("dataset", "variant", "split"),
           inputs={"model": _file("model"), "array": _file("cache_array", False), "index": _file("cache_index", False)},
           outputs={"predictions": _out("predictions")}, paths={"cache_dir": "cache_dir"}, args=("split",),
@@ -256,8 +268,13 @@ STAGES = [
     Stage("evaluate", "scripts/evaluate.py", "evaluate", ("dataset", "variant"),
           inputs={"test_predictions": _file("predictions", split="test"),
                   "val_predictions": _file("predictions", split="val")},
-          # metrics cached: `dvc metrics diff`/`exp show` read other revisions from the cache
-          outputs={"metrics": _out("metrics", kind="metrics"), "thresholds": _out("thresholds", cache=False)}),
+          # cached: `dvc metrics show/diff results/metrics/...` read other revisions from the cache. Plain outs,
+          # not `metrics:` (~220 leaves each would flood `dvc exp show`): the summary is results/metrics_summary.json
+          outputs={"metrics": _out("metrics"), "thresholds": _out("thresholds", cache=False)}),
+    Stage("model_card", "scripts/model_card.py", "model_card", ("dataset", "variant"),
+          inputs={"model": _file("model"), "metrics": _file("metrics"), "thresholds": _file("thresholds"),
+                  "val_predictions": _file("predictions", split="val"), "split_summary": _file("split_summary")},
+          outputs={"card": _out("model_card", cache=False)}, args=("dataset", "variant")),
     Stage("localize", "scripts/localize.py", "localize", ("dataset", "variant"),
           inputs={"model": _file("model"), "predictions": _file("predictions", split="test"),
                   "thresholds": _file("thresholds"), "array": _file("cache_array", False, split="test"),
@@ -282,7 +299,8 @@ STAGES = [
                    "split": _out("det_split", cache=False, flag=False), "info": _out("det_info", cache=False, flag=False)},
           paths={"cache_dir": "cache_dir", "out_dir": "det_dir"}, args=("dataset",), threads="training.threads"),
     Stage("auroc_table", "scripts/auroc_table.py", "table",
-          inputs={"metrics": _gather("metrics", "results/metrics")}, outputs=TABLE_OUTS("auroc")),
+          inputs={"metrics": _gather("metrics", "results/metrics")},
+          outputs={**TABLE_OUTS("auroc"), "out_summary": _out("metrics_summary")}),
     Stage("classification_table", "scripts/classification_table.py", "table",
           inputs={"metrics": _gather("metrics", "results/metrics")}, outputs=TABLE_OUTS("classification")),
     Stage("iobb_table", "scripts/iobb_table.py", "table",
@@ -325,7 +343,7 @@ STAGES = [
           inputs={"arrays": _file("cache_array", False, split=["train", "val"]), "index": _file("cache_index", False),
                   "folds": _file("cv_folds"), "stats": _file("pixel_stats", False)},
           outputs={"model": _out("cv_model"), "history": _out("cv_history", cache=False),
-                   "metrics": _out("cv_metrics", kind="metrics")},
+                   "metrics": _out("cv_metrics")},  # plain outs like evaluate's (the summary: cv_table)
           paths={"cache_dir": "cache_dir", "checkpoint": "cv_checkpoint"}, args=("variant", "fold"), threads="training.threads",
           variant_source="cv_variant"),
     Stage("cv_table", "scripts/cv_table.py", "cv_table", ("variant",),
@@ -495,8 +513,19 @@ def command(stage: Stage, engine: str) -> str:
     parts += [f"{_flag(name)} {fill(PATHS[key])}" for name, key in stage.paths.items()]
     if smk:
         parts += ["--threads {threads}"] if stage.threads else []
+        if stage.script in _STAGE_CONFIG_SCRIPTS:
+            parts.append("--params-record {log:q}.params.json")
         parts.append("> {log} 2>&1")
     return " ".join(parts)
+
+
+def _reads_stage_config(script: str) -> bool:
+    """Whether ``script`` takes its configuration through ``cli.stage_config`` (and so accepts --params-record)."""
+    path = Path(__file__).resolve().parents[2] / script.split()[0]  # "scripts/figures.py roc": the file
+    return path.exists() and "cli.stage_config(" in path.read_text()
+
+
+_STAGE_CONFIG_SCRIPTS = {stage.script for stage in STAGES if _reads_stage_config(stage.script)}
 
 
 def params_path(key: str) -> str:
@@ -518,6 +547,9 @@ def dvc_stage(stage: Stage) -> dict:
     body["deps"] = list(dict.fromkeys(deps))
     by_file: dict = {}
     for key in STAGE_PARAMS[stage.params]:
+        if key in NAMED_SECTIONS:  # a whole section (every variant): its file, as a plain dependency (the same
+            body["deps"].append(params_path(key))  # change re-runs it; as params, every key would show twice
+            continue  # in `dvc exp show`: also from the per-variant files)
         by_file.setdefault(params_path(key), []).append(to_dvc(key))
     if by_file:
         body["params"] = [{to_dvc(file): keys} for file, keys in by_file.items()]
@@ -585,12 +617,15 @@ def dvc_yaml() -> str:
     stages = {CODE_STAGE: code_stage(), "config_to_json": {
         "cmd": f"python {CONFIG_SCRIPT} --config config.yaml --out {PATHS['config_json']} "
                f"--params-dir {PATHS['params_dir']}",
-        "deps": [fingerprint_path("config_to_json")], "params": [{"config.yaml": None}],
-        "outs": [PATHS["config_json"], {PATHS["params_dir"]: {"cache": False}}]}}
+        # config.yaml as a file dependency, not params: `dvc exp show` then shows each tracked key once (from
+        # results/params/, cached so that every experiment's values show), not also every key of config.yaml
+        "deps": [fingerprint_path("config_to_json"), "config.yaml"],
+        "outs": [PATHS["config_json"], PATHS["params_dir"]]}}
     stages.update({stage.name: dvc_stage(stage) for stage in STAGES})
-    text = yaml.safe_dump({"vars": ["config.yaml"], "stages": stages}, sort_keys=False, width=120,
-                          default_flow_style=False)
-    return DVC_HEADER + text.replace("config.yaml: null", "config.yaml:")
+    # the experiment's one metrics file (`dvc exp show`, `dvc metrics diff`); the per-label files are plain outs
+    text = yaml.safe_dump({"vars": ["config.yaml"], "metrics": [PATHS["metrics_summary"]], "stages": stages},
+                          sort_keys=False, width=120, default_flow_style=False)
+    return DVC_HEADER + text
 
 
 def main(argv=None) -> int:
