@@ -154,7 +154,7 @@ def test_study_and_image_level_rows_at_the_chosen_and_the_fixed_threshold(tmp_pa
     preds.to_csv(tmp_path / "test.csv", index=False)
     preds.to_csv(tmp_path / "val.csv", index=False)
     index.to_csv(tmp_path / "index.csv", index=False)
-    cfg = {"study_column": "study_id", "group_column": "body_part", "threshold_method": "youden",
+    cfg = {"study_column": "study_id", "study_aggregate": "mean", "group_column": "body_part", "threshold_method": "youden",
            "fixed_thresholds": [0.5]}
     rows = study_level_rows("mura", "v", tmp_path / "test.csv", tmp_path / "val.csv", tmp_path / "index.csv", cfg)
     assert set(zip(rows["level"], rows["threshold_method"])) == {
@@ -169,3 +169,12 @@ def test_study_and_image_level_rows_at_the_chosen_and_the_fixed_threshold(tmp_pa
     assert (i["tp"], i["fn"], i["tn"], i["fp"], i["n"]) == (2, 2, 2, 1, 7) and np.isnan(i["n_studies"])
     assert (rows.loc[rows["threshold_method"] == "fixed 0.5", "threshold"] == 0.5).all()
     assert set(rows["group"]) == {"XR_HAND", "XR_WRIST", "all"}
+
+
+def test_a_study_score_is_the_mean_or_the_maximum_of_its_images():
+    frame = pd.DataFrame({"study_id": ["s1", "s1", "s2"], "patient_id": ["a", "a", "b"], "label_x": [1.0, 1.0, 0.0],
+                          "prob_x": [0.2, 0.8, 0.3]})
+    assert aggregate_studies(frame, ["x"])["prob_x"].tolist() == pytest.approx([0.5, 0.3])
+    assert aggregate_studies(frame, ["x"], how="max")["prob_x"].tolist() == pytest.approx([0.8, 0.3])
+    with pytest.raises(ValueError, match="unknown study aggregate 'median'"):
+        aggregate_studies(frame, ["x"], how="median")

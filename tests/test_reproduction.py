@@ -99,7 +99,38 @@ def test_auroc_hit_fraction_and_loss_figures_come_from_the_runs_own_files(tmp_pa
 
 
 def test_every_study_has_figures_and_an_unknown_study_is_named():
-    assert set(STUDIES) == {"pediatric_pneumonia", "mura", "chexpert", "chestxray8", "nih_localization"}
+    assert set(STUDIES) == {"pediatric_pneumonia", "mura", "chexpert", "chexpert_encodings", "chestxray8",
+                            "nih_localization"}
     assert all(len(s.figures) for s in STUDIES.values())
     with pytest.raises(ValueError, match="unknown study 'mur'"):
         reproduction_rows("mur", _config(["conv4"]), {})
+
+
+def test_chexpert_encodings_rows_are_study_level_aurocs_over_the_maximum_of_the_views(tmp_path):
+    """Four studies of two views each; s1 and s4 positive, s2 and s3 negative. The mean over views ranks them
+    s1 (.75) > s3 (.575) > s2 (.4) > s4 (.375): AUROC 0.5; the maximum, s1 (.8) > s4 (.7) > s3 (.6) > s2 (.5): 1.0."""
+    studies = ["s1", "s1", "s2", "s2", "s3", "s3", "s4", "s4"]
+    index = pd.DataFrame({"image_id": [f"i{k}" for k in range(8)], "split": "test", "cache_row": range(8),
+                          "study_id": studies, "patient_id": ["a", "a", "b", "b", "c", "c", "d", "d"]})
+    index.to_csv(tmp_path / "index.csv", index=False)
+    labels = [1, 1, 0, 0, 0, 0, 1, 1]
+    predictions = pd.DataFrame({"image_id": index["image_id"], "patient_id": index["patient_id"],
+                                "label_Edema": labels, "prob_Edema": [0.8, 0.7, 0.5, 0.3, 0.6, 0.55, 0.7, 0.05]})
+    predictions.to_csv(tmp_path / "test.csv", index=False)
+    (tmp_path / "m.json").write_text(json.dumps({"labels": {"Edema": {"auroc": 0.1, "ci_low": 0.0, "ci_high": 0.2}}}))
+    paths = {("chexpert", "u_ones"): {"predictions": str(tmp_path / "test.csv"), "metrics": str(tmp_path / "m.json")},
+             "chexpert": {"index": str(tmp_path / "index.csv")}}
+
+    def edema_row(aggregate):
+        cfg = validate_config({"experiment": {"datasets": ["chexpert"], "variants": ["u_ones"]},
+                               "datasets": {"chexpert": {"reader": "chexpert", "source": "synthetic"}},
+                               "variants": {"u_ones": {"model": "small_cnn", "encoding": "u_ones"}},
+                               "evaluation": {"bootstrap_samples": 50, "study_aggregate": aggregate}}, source="test")
+        table = reproduction_rows("chexpert_encodings", cfg, paths)
+        return table[(table["arm"] == "DenseNet-121, U-Ones") & (table["scope"] == "Edema")].iloc[0]
+
+    row = edema_row("max")
+    assert (row["published"], row["level"], row["ours"]) == (0.941, "study", pytest.approx(1.0))  # not the metrics file
+    assert row["ours_ci_low"] <= 1.0 <= row["ours_ci_high"]
+    assert edema_row("mean")["ours"] == pytest.approx(0.5)
+    assert "Table 2" in row["published_source"]

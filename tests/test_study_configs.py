@@ -85,6 +85,21 @@ def test_chexpert_config_is_the_study_as_reported():
     assert arms["probe_then_finetune"]["staged_head_epochs"] == 3
 
 
+def test_chexpert_encodings_config_is_the_papers_protocol():
+    cfg = validate_config(merged("chexpert_encodings"), source="config/chexpert_encodings.yaml")
+    ds = cfg["datasets"]["chexpert"]
+    assert ds["views"] is None and ds["preprocess"]["image_size"] == 320  # frontal and lateral, 320 px
+    assert cfg["evaluation"]["study_aggregate"] == "max"
+    arms = {name: cfg["variants"][name] for name in cfg["experiment"]["variants"]}
+    assert {v["encoding"] for v in arms.values()} == {"u_ignore", "u_zeros", "u_ones", "u_selftrained", "u_multiclass"}
+    for v in arms.values():
+        assert (v["model"], v["lr"], v["batch_size"], v["epochs"], v["blank"]) == ("densenet121", 1e-4, 16, 3,
+                                                                                   "negative")
+        # 30 checkpoints: every 4,800 batches, the 10 best of each of the 3 epochs
+        assert (v["checkpoint_every_batches"], v["ensemble_top_k"], v["ensemble_per_epoch"]) == (4800, 10, True)
+    assert cfg["reproduction"]["studies"] == ["chexpert_encodings"]
+
+
 def test_mura_config_is_the_study_as_reported():
     cfg = validate_config(merged("mura"), source="config/mura.yaml")
     assert cfg["datasets"]["mura"]["preprocess"]["image_size"] == 512
@@ -175,6 +190,8 @@ def test_study_config_runs_shrunk_on_its_twin(tmp_path, study):
             var["model_args"] = {**args, "input_size": 48}
         if var["model"] == "dense_baseline":  # the study's 512 x 512 flatten is 134 M weights
             var["model_args"] = {**args, "resize_to": 16}
+        if var.get("checkpoint_every_batches"):  # the CheXpert paper's 4,800 batches: a few of the twin's
+            var.update(checkpoint_every_batches=2, ensemble_top_k=2)
     cfg["evaluation"] = {**cfg.get("evaluation", {}), "bootstrap_samples": 50}
     cfg["training"] = {**cfg.get("training", {}), "threads": 1}
     targets = [f"results/metrics/{d}/{v}.json" for d in cfg["experiment"]["datasets"]
@@ -187,6 +204,8 @@ def test_study_config_runs_shrunk_on_its_twin(tmp_path, study):
     if study == "mura":  # no boxes: the Grad-CAM figure explains the highest-scoring test images
         targets += [f"results/figures/gradcam_mura_{v}.png" for v in ("conv3", "dense_baseline")]
         targets += ["results/tables/reproduction_mura.csv"]  # the study's figures beside ours
+    if study == "chexpert_encodings":  # the paper's validation AUROCs beside ours, per study (max over views)
+        targets += ["results/tables/reproduction_chexpert_encodings.csv"]
     wf = make_workflow_copy(tmp_path / "wf", cfg)
     run([str(BIN / "snakemake"), "--cores", "2", *targets], wf, timeout=1200)
     for target in targets:
@@ -204,6 +223,17 @@ def test_study_config_runs_shrunk_on_its_twin(tmp_path, study):
         measured = conv4[conv4["ours"].notna()]
         assert len(measured) and measured["ours"].between(0, 1).all()
         assert (measured["ours_ci_low"] <= measured["ours"]).all() and (measured["ours"] <= measured["ours_ci_high"]).all()
+    if study == "chexpert_encodings":
+        assert set(pd.read_csv(wf / "results/splits/chexpert.csv")["view"]) >= {"LATERAL"}  # every view
+        meta = torch.load(wf / "results/models/chexpert/u_ones/model.pt", weights_only=False)["metadata"]
+        checkpoints = meta["ensemble_checkpoints"]  # the 2 best of each of the 2 epochs, within-epoch ones among them
+        assert len(checkpoints) == 4 and {c["epoch"] for c in checkpoints} == {1, 2}, checkpoints
+        assert meta["within_epoch_validation"], meta
+        table = pd.read_csv(wf / "results/tables/reproduction_chexpert_encodings.csv")
+        assert len(table) == 25 and (table["level"] == "study").all() and table["published"].notna().all()
+        measured = table[table["ours"].notna()]  # a label without positives among the twin's few test studies: none
+        assert len(measured) >= 15 and measured["ours"].between(0, 1).all(), table
+        assert ((measured["ours_ci_low"] <= measured["ours"]) & (measured["ours"] <= measured["ours_ci_high"])).all()
     if study == "nih_localization":
         manifest = pd.read_csv(wf / "results/splits/nih_boxed9.csv")
         sampled = manifest[manifest["split"] != "test"]

@@ -1,6 +1,8 @@
 """Training regimes of the seed studies: schedules, early stopping, frozen/staged backbones, top-k checkpoint
 ensembles and oversampling of rare labels."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -106,6 +108,58 @@ def test_top_k_checkpoint_ensemble_averages_probabilities(tmp_path):
     single, _ = load_trained_model(out / "model.pt", ensemble=False)
     with torch.no_grad():
         assert not torch.allclose(torch.sigmoid(single(x)), mean_of_members)
+
+
+def test_checkpoints_within_epochs_join_the_ensemble_k_per_epoch(tmp_path, capsys):
+    """The CheXpert paper's ensemble: checkpoints every N batches (here 1 of each epoch's 4), the k best of each
+    epoch. 64 training images at batch 16: 4 batches, so checkpoints after batches 1, 2, 3 and at the epoch's end."""
+    cache = make_cache(tmp_path / "cache")
+    out, history, _, _ = _train(tmp_path, cache, epochs=3, ensemble_top_k=2, checkpoint_every_batches=1,
+                                ensemble_per_epoch=True)
+    log = capsys.readouterr().out
+    mids = [(int(e), int(b), float(a))
+            for e, b, a in re.findall(r"epoch (\d+) batch (\d+): val_loss \S+ val_mean_auroc (\S+)", log)]
+    assert [(e, b) for e, b, _ in mids] == [(e, b) for e in (1, 2, 3) for b in (1, 2, 3)], log
+    saved = torch.load(out / "model.pt", weights_only=False)
+    meta = saved["metadata"]
+    checkpoints = meta["ensemble_checkpoints"]
+    assert len(saved["ensemble_state_dicts"]) == len(checkpoints) == 2 * 3  # 2 per epoch x 3 epochs
+    within = meta["within_epoch_validation"]
+    assert [(r["epoch"], r["batch"]) for r in within] == [(e, b) for e, b, _ in mids]
+    # the known answer: per epoch, the 2 best of its 3 within-epoch scores and its end-of-epoch score (batch 99)
+    expected = []
+    for epoch in (1, 2, 3):
+        candidates = [(r["val_mean_auroc"], r["batch"]) for r in within if r["epoch"] == epoch]
+        candidates.append((float(history.loc[history["epoch"] == epoch, "val_mean_auroc"].iloc[0]), 99))
+        expected += [(epoch, b) for a, b in sorted(candidates, key=lambda c: (-c[0], c[1]))[:2]]
+    assert sorted((c["epoch"], c["batch"] or 99) for c in checkpoints) == sorted(expected)
+    assert len(history) == 3  # the history (and the single best epoch) stays per epoch
+    _assert_ensemble_averages_members(out / "model.pt", saved, torch.rand(5, 1, 16, 16))
+
+
+def test_validating_within_epochs_leaves_the_training_unchanged(tmp_path):
+    cache = make_cache(tmp_path / "cache")
+    plain, plain_history, _, _ = _train(tmp_path, cache, "plain", epochs=2)
+    within, within_history, _, _ = _train(tmp_path, cache, "within", epochs=2, checkpoint_every_batches=1)
+    pd.testing.assert_frame_equal(plain_history.drop(columns="seconds"), within_history.drop(columns="seconds"))
+    a = torch.load(plain / "model.pt", weights_only=False)["state_dict"]
+    b = torch.load(within / "model.pt", weights_only=False)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_keep_top_k_per_epoch_and_overall():
+    from xraypipe.train import keep_top_k
+
+    model = torch.nn.Linear(1, 1)
+    top = []
+    for epoch, batch, metric in [(1, 1, 0.5), (1, 2, 0.7), (1, None, 0.6), (2, 1, 0.9), (2, None, 0.4),
+                                 (2, 2, 0.8)]:
+        top = keep_top_k(top, metric, epoch, model, 2, batch=batch, per_epoch=True)
+    assert [(t["epoch"], t["batch"]) for t in top] == [(2, 1), (2, 2), (1, 2), (1, None)]
+    overall = []
+    for epoch, batch, metric in [(1, 1, 0.5), (1, 2, 0.7), (1, None, 0.7), (2, 1, 0.9)]:
+        overall = keep_top_k(overall, metric, epoch, model, 2, batch=batch)
+    assert [(t["epoch"], t["batch"]) for t in overall] == [(2, 1), (1, 2)]  # a tie: the earlier checkpoint
 
 
 def _assert_ensemble_averages_members(model_path, saved, x):

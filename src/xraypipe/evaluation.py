@@ -101,14 +101,16 @@ def study_level(test_csv, val_csv, index_csv, cfg: dict):
             missing = pred.loc[pred[study_col].isna(), "image_id"].iloc[0]
             raise KeyError(f"{index_csv}: no {study_col!r} for image {missing!r} of {path}")
         keep = ("patient_id", group_col) if group_col in pred.columns else ("patient_id",)
-        studies.append(aggregate_studies(pred, prediction_labels(pred), study_col, keep=keep))
+        studies.append(aggregate_studies(pred, prediction_labels(pred), study_col, keep=keep,
+                                         how=cfg["study_aggregate"]))
         images.append(pred)
     return studies[0], studies[1], group_col, images[0], images[1]
 
 
 def study_level_rows(dataset: str, variant: str, test_csv, val_csv, index_csv, cfg: dict) -> pd.DataFrame:
     """Rows of study_level.csv for one dataset x variant (empty when the dataset has no studies): per ``level``
-    (``study``: a study's probability is the mean of its images'; ``image``: each image alone, the MURA study's
+    (``study``: a study's probability is the mean, or with ``study_aggregate: max`` the maximum, of its images';
+    ``image``: each image alone, the MURA study's
     image-level table), per group and label, at the thresholds chosen on the validation split
     (``threshold_method``) and at each of ``fixed_thresholds`` (the MURA study's vote at 0.5)."""
     result = study_level(test_csv, val_csv, index_csv, cfg)

@@ -327,8 +327,9 @@ def seed_groups(variants: dict) -> dict:
 # Study-level scores (MURA: one label per study of several images) and per-group tables.
 # --------------------------------------------------------------------------------------------------------------
 def aggregate_studies(predictions: pd.DataFrame, pathologies, study_column: str = "study_id",
-                      keep=("patient_id",)) -> pd.DataFrame:
-    """One row per study: the mean of its images' probabilities (``prob_<P>``) and its label.
+                      keep=("patient_id",), how: str = "mean") -> pd.DataFrame:
+    """One row per study: the mean (``how="max"``: the maximum, the CheXpert paper's rule over a study's views) of
+    its images' probabilities (``prob_<P>``), and its label.
 
     A study's label must be the same on all of its images (MURA labels studies, not images); a study whose
     images disagree raises ValueError naming it. Unknown (NaN) image labels are ignored. Columns in ``keep``
@@ -336,6 +337,8 @@ def aggregate_studies(predictions: pd.DataFrame, pathologies, study_column: str 
     """
     if study_column not in predictions.columns:
         raise KeyError(f"predictions have no study column {study_column!r}")
+    if how not in ("mean", "max"):
+        raise ValueError(f"unknown study aggregate {how!r}; choose mean or max")
     frame = predictions.copy()
     frame[study_column] = frame[study_column].astype(str)
     grouped = frame.groupby(study_column, sort=True)
@@ -351,7 +354,7 @@ def aggregate_studies(predictions: pd.DataFrame, pathologies, study_column: str 
         if len(bad):
             raise ValueError(f"study {out[study_column].iloc[bad[0]]!r}: images disagree on label {p!r}")
         out[f"label_{p}"] = hi
-        out[f"prob_{p}"] = grouped[f"prob_{p}"].mean().to_numpy()
+        out[f"prob_{p}"] = grouped[f"prob_{p}"].agg(how).to_numpy()
     return out
 
 

@@ -149,7 +149,13 @@ def model_card_text(meta: dict, metrics: dict, thresholds: dict, *, val_metrics:
                                          "normalization", "regime", "seed") if k in v]
     if settings:
         lines.append("- Settings: " + ", ".join(settings))
-    if meta.get("ensemble_epochs"):
+    checkpoints = meta.get("ensemble_checkpoints") or []
+    if any(c.get("batch") is not None for c in checkpoints):
+        where = ", ".join(f"{c['epoch']}" if c.get("batch") is None else f"{c['epoch']}/{c['batch']}"
+                          for c in checkpoints)
+        lines.append(f"- Checkpoint ensemble of {len(checkpoints)} checkpoints (epoch, or epoch/batch within it): "
+                     f"{where}")
+    elif meta.get("ensemble_epochs"):
         lines.append(f"- Checkpoint ensemble of epochs {meta['ensemble_epochs']}")
     if meta.get("ensemble_seeds"):
         lines.append(f"- Seed ensemble of seeds {meta['ensemble_seeds']}")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from xraypipe.metrics import aggregate_studies, bootstrap_weights, percentile_interval
+from xraypipe.metrics import aggregate_studies, bootstrap_auroc, bootstrap_weights, percentile_interval
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,13 @@ _CHEXPERT_TABLE_1 = {  # arm -> (our variant, AUROCs in _CHEXPERT_LABELS order);
     "Trained from TF (probe, then every layer)": ("probe_then_finetune", (0.788, 0.831, 0.857, 0.911, 0.933)),
     "CheXpert paper (U-Ones, 30-checkpoint ensemble)": (None, (0.858, 0.832, 0.899, 0.941, 0.934)),
 }
+# The CheXpert paper (Irvin et al. 2019), its Table 2: validation-set AUROC (200 studies, scored per study: the
+# maximum over the study's views) of DenseNet-121 trained with each uncertainty encoding, in _CHEXPERT_LABELS order
+_CHEXPERT_ENCODINGS = {"U-Ignore": ("u_ignore", (0.818, 0.828, 0.938, 0.934, 0.928)),
+                       "U-Zeros": ("u_zeros", (0.811, 0.840, 0.932, 0.929, 0.931)),
+                       "U-Ones": ("u_ones", (0.858, 0.832, 0.899, 0.941, 0.934)),
+                       "U-SelfTrained": ("u_selftrained", (0.833, 0.831, 0.939, 0.935, 0.932)),
+                       "U-MultiClass": ("u_multiclass", (0.821, 0.854, 0.937, 0.928, 0.936))}
 _NIH_LOC_AUC = {"Cardiomegaly": 0.87, "Effusion": 0.81, "Mass": 0.78, "Nodule": 0.74, "Atelectasis": 0.74,
                 "Infiltration": 0.68, "Pneumonia": 0.68, "Pneumothorax": 0.83, "No Finding": 0.81}
 _NIH_LOC_FINDINGS = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
@@ -104,6 +111,16 @@ STUDIES = {
                  "probes' best epoch by validation AUROC (the study: accuracy)",
         figures=tuple(Figure(arm, variant, "auroc", label, value, "its Table 1 (U-Ones)")
                       for arm, (variant, values) in _CHEXPERT_TABLE_1.items()
+                      for label, value in zip(_CHEXPERT_LABELS, values))),
+    "chexpert_encodings": Study(
+        title="the CheXpert paper's uncertainty encodings", reader="chexpert",
+        image_size={v: 320 for v, _ in _CHEXPERT_ENCODINGS.values()},
+        protocol="test: the official validation set (the paper's figures are on it); our validation split carved "
+                 "patient-wise from train picks the checkpoints (the paper: the same validation set)",
+        figures=tuple(Figure(f"DenseNet-121, {arm}", variant, "auroc", label, value,
+                             "Irvin et al. 2019, Table 2 (validation set, 200 studies, max over views)",
+                             level="study")
+                      for arm, (variant, values) in _CHEXPERT_ENCODINGS.items()
                       for label, value in zip(_CHEXPERT_LABELS, values))),
     "chestxray8": Study(
         title="the ChestX-ray8 study", reader="nih",
@@ -180,6 +197,19 @@ def _differs(figure: Figure, study: Study, config: dict, dataset: str) -> str:
 def _ours(figure: Figure, sources: dict, bootstrap: dict, evaluation: dict):
     """(ours, low, high) for one figure from the run's outputs (``sources``: loaders by kind); NaNs when absent."""
     missing = (np.nan, np.nan, np.nan)
+    if figure.metric == "auroc" and figure.level == "study":
+        # a study-level AUROC (the CheXpert paper's): from the study-level predictions (mean or maximum over a
+        # study's images, evaluation.study_aggregate), with the same patient-clustered bootstrap as the evaluate
+        # stage's image-level AUROC
+        frame = sources["predictions"]("study")
+        if frame is None or f"prob_{figure.scope}" not in frame.columns:
+            return missing
+        groups = frame["patient_id"].astype(str).to_numpy() if bootstrap["unit"] == "patient" else None
+        result = bootstrap_auroc(frame[[f"label_{figure.scope}"]].to_numpy(dtype=float),
+                                 frame[[f"prob_{figure.scope}"]].to_numpy(dtype=float), labels=[figure.scope],
+                                 n_boot=bootstrap["n_boot"], level=bootstrap["level"], seed=bootstrap["seed"],
+                                 groups=groups)["labels"][figure.scope]
+        return tuple(np.nan if result[k] is None else result[k] for k in ("auroc", "ci_low", "ci_high"))
     if figure.metric == "auroc":
         metrics = sources["metrics"]()
         entry = (metrics or {}).get("labels", {}).get(figure.scope) if metrics else None
@@ -268,7 +298,7 @@ def reproduction_rows(study_key: str, config: dict, paths: dict) -> pd.DataFrame
                     return None
                 labels = [c[len("prob_"):] for c in frame.columns if c.startswith("prob_")]
                 keep = tuple(c for c in ("patient_id", group_col) if c in frame.columns)
-                frame = aggregate_studies(frame, labels, study_col, keep=keep)
+                frame = aggregate_studies(frame, labels, study_col, keep=keep, how=evaluation["study_aggregate"])
             return frame
 
         sources = {

@@ -371,7 +371,8 @@ def _train(dist: _Distributed, *, cache_dir, pathologies, variant, training, mod
 
     for epoch in range(state["epoch"] + 1, variant["epochs"] + 1):
         started = time.perf_counter()
-        total, count = train_one_epoch(run, epoch, dist.rank, progress and main)
+        within = (lambda batch, e=epoch: _checkpoint_within_epoch(run, state, e, batch)) if main else None
+        total, count = train_one_epoch(run, epoch, dist.rank, progress and main, within_epoch=within)
         total, count = dist.sum(total, count)  # the whole global batch's training loss
         # Only rank 0 validates and selects; it shares the metric (for the plateau schedule) and the stop decision.
         row, improved, stop = None, False, False
@@ -550,7 +551,8 @@ def _build_losses(variant: dict, classes_per_label: int, train_batches: CacheBat
 def _resume(run: _Run, checkpoint_path: Path, main: bool) -> dict:
     """The progress to continue from: restored with the model, optimizer, scheduler and scaler from
     ``checkpoint_path`` when that belongs to this run (same fingerprint), else a fresh start."""
-    state = {"epoch": 0, "history": [], "best_metric": -np.inf, "best_state": None, "best_epoch": 0, "top": []}
+    state = {"epoch": 0, "history": [], "best_metric": -np.inf, "best_state": None, "best_epoch": 0, "top": [],
+             "within_epoch": []}
     saved = _load_or_move_aside(checkpoint_path, "resume checkpoint") if checkpoint_path.exists() else None
     if saved is None:
         return state
@@ -569,8 +571,10 @@ def _resume(run: _Run, checkpoint_path: Path, main: bool) -> dict:
     return state
 
 
-def train_one_epoch(run: _Run, epoch: int, rank: int, progress: bool) -> tuple[float, int]:
-    """One pass over this process's share of the training split: (sum of loss x batch size, images seen)."""
+def train_one_epoch(run: _Run, epoch: int, rank: int, progress: bool, within_epoch=None) -> tuple[float, int]:
+    """One pass over this process's share of the training split: (sum of loss x batch size, images seen).
+    ``within_epoch(batch)`` is called after every ``checkpoint_every_batches`` batches but the epoch's last (whose
+    checkpoint is the epoch's own)."""
     import torch
     from xraypipe.job_log import progress as progress_bar
 
@@ -581,13 +585,31 @@ def train_one_epoch(run: _Run, epoch: int, rank: int, progress: bool) -> tuple[f
     total, count = 0.0, 0
     bar = progress_bar(run.train_batches, desc=f"epoch {epoch}/{run.variant['epochs']}", unit="batch",
                        enabled=progress)
-    for x, y, m, _ in bar:
+    every, n_batches = int(run.variant["checkpoint_every_batches"]), len(run.train_batches)
+    for batch, (x, y, m, _) in enumerate(bar, start=1):
         loss = _train_step(run, x, y, m, epoch)
         total += float(loss.detach()) * len(x)
         count += len(x)
         bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
+        if within_epoch is not None and every and batch % every == 0 and batch < n_batches:
+            within_epoch(batch)
+            _set_training_mode(run, epoch)  # validation left the model in eval mode
     bar.close()
     return total, count
+
+
+def _checkpoint_within_epoch(run: _Run, state: dict, epoch: int, batch: int) -> None:
+    """A checkpoint inside an epoch (``checkpoint_every_batches``, the CheXpert paper's every 4,800 batches):
+    validate the current weights and offer them to the checkpoint ensemble (``ensemble_top_k``). It is not a
+    candidate for the single best epoch, the history or early stopping, which stay per epoch."""
+    val_loss, val_auroc = evaluate(run)
+    row = {"epoch": epoch, "batch": batch, "val_loss": val_loss, "val_mean_auroc": val_auroc}
+    state["within_epoch"].append(row)
+    score = selection_score(row, run.variant["selection_metric"])
+    print(f"epoch {epoch} batch {batch}: val_loss {val_loss:.4f} val_mean_auroc {val_auroc:.4f}", flush=True)
+    if int(run.variant["ensemble_top_k"]) > 1 and np.isfinite(score):
+        state["top"] = keep_top_k(state["top"], score, epoch, run.model, int(run.variant["ensemble_top_k"]),
+                                  batch=batch, per_epoch=run.variant["ensemble_per_epoch"])
 
 
 def _set_training_mode(run: _Run, epoch: int) -> None:
@@ -658,7 +680,7 @@ def _record_epoch(state: dict, row: dict, model, variant: dict) -> tuple[bool, b
         state["best_epoch"] = epoch
         state["best_state"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     if top_k > 1 and np.isfinite(score):
-        state["top"] = keep_top_k(state["top"], score, epoch, model, top_k)
+        state["top"] = keep_top_k(state["top"], score, epoch, model, top_k, per_epoch=variant["ensemble_per_epoch"])
     stop = bool(patience) and epoch - state["best_epoch"] >= patience
     return improved, stop
 
@@ -683,6 +705,10 @@ def _write_trained_model(run: _Run, state: dict, pathologies: list, model_out, h
         "best_val_mean_auroc": next((r["val_mean_auroc"] for r in state["history"] if r["epoch"] == state["best_epoch"]),
                                     float("nan")), "fingerprint": run.fingerprint,
         "ensemble_epochs": [t["epoch"] for t in state["top"]] if top_k > 1 else [],
+        # each member's epoch, batch within it (None: the epoch's end) and selection score, best first
+        "ensemble_checkpoints": [{"epoch": t["epoch"], "batch": t.get("batch"), "metric": t["metric"]}
+                                 for t in state["top"]] if top_k > 1 else [],
+        "within_epoch_validation": state["within_epoch"],  # checkpoint_every_batches: each checkpoint's scores
         "classes_per_label": run.classes_per_label,
         **self_description(identity, pathologies, run.image_size, run.normalization.to_meta()),
     }
@@ -766,11 +792,26 @@ def step_scheduler(scheduler, schedule: dict, metric: float) -> None:
         scheduler.step()
 
 
-def keep_top_k(top: list, metric: float, epoch: int, model, k: int) -> list:
-    """The k best (metric, epoch, weights) so far, best first (CheXpert's checkpoint ensemble)."""
-    entry = {"metric": float(metric), "epoch": epoch,
+def keep_top_k(top: list, metric: float, epoch: int, model, k: int, *, batch: int | None = None,
+               per_epoch: bool = False) -> list:
+    """The k best checkpoints (metric, epoch, batch within the epoch, weights) so far, best first: CheXpert's
+    checkpoint ensemble. ``batch``: None for an epoch's end (it sorts after the epoch's batches on a tie).
+    ``per_epoch``: the k best of each epoch (the CheXpert paper's 10 best of each of 3 epochs)."""
+    entry = {"metric": float(metric), "epoch": epoch, "batch": batch,
              "state": {key: v.detach().cpu().clone() for key, v in model.state_dict().items()}}
-    return sorted(top + [entry], key=lambda t: (-t["metric"], t["epoch"]))[:k]
+
+    def order(t):
+        return -t["metric"], t["epoch"], float("inf") if t.get("batch") is None else t["batch"]
+
+    ranked = sorted(top + [entry], key=order)
+    if not per_epoch:
+        return ranked[:k]
+    kept, per = [], {}
+    for t in ranked:
+        if per.get(t["epoch"], 0) < k:
+            per[t["epoch"]] = per.get(t["epoch"], 0) + 1
+            kept.append(t)
+    return kept
 
 
 def _build_optimizer(variant: dict, params):
