@@ -84,6 +84,22 @@ def test_all_tables_and_figures_are_produced(finished_run):
 
 
 @pytest.mark.slow
+def test_main_job_report_renders_in_headless_chromium(finished_run):
+    """`make report` right after `make run`: the report opens and lists the AUROC table under Tables."""
+    browser = Browser(chromium_or_skip(), (finished_run / "report_main.html").as_uri())
+    try:
+        browser.wait_for('document.body && document.body.innerText.includes("Results")', timeout=60)
+        groups = browser.js("JSON.stringify(Object.keys(categories))")
+        assert json.loads(groups) == ["Tables"], groups  # nothing else was built yet
+        assert browser.js(CLICK_LINK + '("Results")')  # one category: the menu opens it directly
+        assert "Tables" in browser.js("document.body.innerText")
+        assert browser.js(SHOW_ROW + '("AUROC")'), "no AUROC entry under Tables"
+        browser.wait_for('document.querySelector("iframe") !== null')
+    finally:
+        browser.close()
+
+
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(finished_run, tmp_path):
     exe = chromium_or_skip()
     report = finished_run / "report.html"

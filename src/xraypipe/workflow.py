@@ -513,19 +513,11 @@ def command(stage: Stage, engine: str) -> str:
     parts += [f"{_flag(name)} {fill(PATHS[key])}" for name, key in stage.paths.items()]
     if smk:
         parts += ["--threads {threads}"] if stage.threads else []
-        if stage.script in _STAGE_CONFIG_SCRIPTS:
-            parts.append("--params-record {log:q}.params.json")
+        # every stage script takes its options from cli.parser: the log names the config keys changed since
+        # the job's last successful run, recorded beside the log (xraypipe.job_log)
+        parts.append("--params-record {log:q}.params.json")
         parts.append("> {log} 2>&1")
     return " ".join(parts)
-
-
-def _reads_stage_config(script: str) -> bool:
-    """Whether ``script`` takes its configuration through ``cli.stage_config`` (and so accepts --params-record)."""
-    path = Path(__file__).resolve().parents[2] / script.split()[0]  # "scripts/figures.py roc": the file
-    return path.exists() and "cli.stage_config(" in path.read_text()
-
-
-_STAGE_CONFIG_SCRIPTS = {stage.script for stage in STAGES if _reads_stage_config(stage.script)}
 
 
 def params_path(key: str) -> str:
