@@ -575,9 +575,37 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
+def step_thread_scaling(model_name: str, num_classes: int, image_size: int, batch_size: int, steps: int = 20,
+                        repeats: int = 3) -> dict:
+    """The training step's own 1 -> 2 thread speed-up: the most the train stage (and so the main job, which is
+    mostly training) can gain from a second core, whatever the pipeline around it does."""
+    ips = {}
+    for threads in (1, 2):
+        runs = []
+        for _ in range(repeats):  # each in a fresh interpreter, so the thread count is torch's first
+            out = _run([sys.executable, str(ROOT / "benchmarks" / "bare_step.py"), "--model", model_name,
+                        "--num-classes", str(num_classes), "--image-size", str(image_size), "--batch-size",
+                        str(batch_size), "--threads", str(threads), "--steps", str(steps)], ROOT)
+            runs.append(json.loads(out.stdout.strip().splitlines()[-1])["ips"])
+        ips[threads] = max(runs)
+    return {"model": model_name, "image_size": image_size, "batch_size": batch_size, "ips_1": ips[1],
+            "ips_2": ips[2], "speedup": ips[2] / ips[1]}
+
+
+def _stage_seconds(repo: Path, stage: str) -> float:
+    """Wall seconds of a stage's jobs, from the benchmark files Snakemake wrote (results/benchmarks/<stage>/)."""
+    import pandas as pd
+
+    files = sorted((repo / "results" / "benchmarks" / stage).rglob("*.tsv"))
+    return float(sum(pd.read_csv(f, sep="\t")["s"].iloc[0] for f in files))
+
+
 def bench_cores(work: Path, variant: str) -> dict:
     """The main job (results/tables/auroc.csv on config.yaml) of a one-variant experiment, from scratch, at
-    ``--cores 1`` and at ``--cores 2`` (threads: auto, so each job gets what Snakemake grants)."""
+    ``--cores 1`` and at ``--cores 2`` (threads: auto, so each job gets what Snakemake grants); beside it the two
+    limits it is measured against: perfectly parallel work (``parallel_ceiling``) and the training step's own
+    thread scaling, and the bound they give the job (Amdahl: its train stage at the step's speed-up, the rest
+    at the parallel ceiling)."""
     import yaml
 
     sys.path.insert(0, str(ROOT / "tests"))
@@ -587,15 +615,24 @@ def bench_cores(work: Path, variant: str) -> dict:
     cfg["experiment"]["variants"] = [variant]
     cfg["training"]["threads"] = "auto"
     cfg["preprocess_threads"] = "auto"
-    walls = {}
+    walls, train = {}, {}
     for cores in (1, 2):
         repo = make_workflow_copy(work / f"cores_{cores}", cfg)
         start = time.perf_counter()
         _run(["snakemake", "--cores", str(cores), "results/tables/auroc.csv"], repo, timeout=3600)
         walls[cores] = time.perf_counter() - start
+        train[cores] = _stage_seconds(repo, "train")
     ceiling = parallel_ceiling(2)
+    spec = cfg["variants"][variant]
+    datasets = cfg["experiment"]["datasets"]
+    dataset = cfg["datasets"][datasets[0]]
+    step = step_thread_scaling(spec["model"], len(dataset["pathologies"]), dataset["preprocess"]["image_size"],
+                               spec["batch_size"])
+    rest = walls[1] - train[1]
+    bound = walls[1] / (train[1] / step["speedup"] + rest / ceiling["speedup"])
     return {"variant": variant, "cores_1_s": walls[1], "cores_2_s": walls[2], "speedup": walls[1] / walls[2],
-            "ceiling": ceiling}
+            "train_1_s": train[1], "train_2_s": train[2], "train_speedup": train[1] / train[2],
+            "ceiling": ceiling, "step": step, "bound": bound}
 
 
 # ----------------------------------------------------------------------------------------------- 6. data growth
@@ -806,6 +843,13 @@ def table(results: dict) -> list[dict]:
             row("  perfectly parallel CPU work, 1 -> 2 processes (this machine's ceiling)", c["pool_s"], "s",
                 c["speedup"], "(info)")
             row("  main job's speed-up / the ceiling", cores["speedup"] / c["speedup"], "x", None, "(info)")
+        if "step" in cores:
+            st = cores["step"]
+            row("  train stage alone, --cores 1 -> 2", cores["train_2_s"], "s", cores["train_speedup"], "(info)")
+            row(f"  bare {st['model']} step, {st['image_size']} px, batch {st['batch_size']}, 1 -> 2 threads",
+                st["ips_2"], "img/s", st["speedup"], "(info: the step's limit)")
+            row("  the job's bound: train at the step's, the rest at the ceiling", cores["bound"], "x",
+                cores["speedup"] / cores["bound"], "(info: job / bound)")
     scale = results.get("scale")
     if scale:
         for source in dict.fromkeys(r["source"] for r in scale["rows"]):

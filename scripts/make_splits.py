@@ -14,8 +14,7 @@ def main():
     p.add_argument("--summary", required=True, help="output: per-split counts CSV")
     args = p.parse_args()
     config = cli.stage_config(args, "splits", dataset=args.dataset)
-    manifest = stages.make_splits(config["datasets"][args.dataset], args.raw, args.manifest, args.summary)
-    print(manifest["split"].value_counts().to_string())
+    stages.make_splits(config["datasets"][args.dataset], args.raw, args.manifest, args.summary)
 
 
 if __name__ == "__main__":

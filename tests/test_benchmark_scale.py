@@ -36,3 +36,26 @@ def test_scale_benchmark_measures_each_stage_at_each_size(tmp_path):
     table = speed.table({"scale": results})
     assert any(t["measurement"].startswith("build_cache, real metadata, 400 vs 150 images") for t in table), table
     assert not any(tmp_path.glob("scale_*")), "each case's files are removed after it is measured"
+
+
+def test_step_thread_scaling_times_one_and_two_threads_in_fresh_processes():
+    speed = _speed()
+    step = speed.step_thread_scaling("small_cnn", 3, image_size=16, batch_size=4, steps=2, repeats=1)
+    assert step["ips_1"] > 0 and step["ips_2"] > 0
+    assert step["speedup"] == pytest.approx(step["ips_2"] / step["ips_1"])
+
+
+def test_core_scaling_rows_give_the_bound_of_the_job():
+    speed = _speed()
+    # a job of 100 s at one core, 80 of them training; the step scales 1.6x, other work 2.0x
+    cores = {"variant": "resnet18", "cores_1_s": 100.0, "cores_2_s": 62.5, "speedup": 1.6,
+             "train_1_s": 80.0, "train_2_s": 50.0, "train_speedup": 1.6,
+             "ceiling": {"pool_s": 1.0, "speedup": 2.0},
+             "step": {"model": "resnet18", "image_size": 96, "batch_size": 32, "ips_1": 50.0, "ips_2": 80.0,
+                      "speedup": 1.6},
+             "bound": 100.0 / (80.0 / 1.6 + 20.0 / 2.0)}
+    rows = {r["measurement"].strip(): r for r in speed.table({"cores": cores})}
+    assert rows["same, --cores 2"]["pass"] is False  # 1.6 < 1.8
+    bound = rows["the job's bound: train at the step's, the rest at the ceiling"]
+    assert bound["value"] == pytest.approx(1.6667, abs=1e-3) and bound["ratio"] == pytest.approx(0.96, abs=1e-3)
+    assert rows["bare resnet18 step, 96 px, batch 32, 1 -> 2 threads"]["ratio"] == 1.6

@@ -132,3 +132,13 @@ def test_per_class_sample_caps_each_label_in_the_training_splits_and_never_touch
     everything = sample_per_class(manifest, ["Mass", "No Finding"], max_per_class=100, seed=0)
     labelled = manifest[(manifest["split"] == "test") | (manifest["Mass"] == 1) | (manifest["No Finding"] == 1)]
     assert sorted(everything["image_id"]) == sorted(labelled["image_id"])
+
+
+def test_split_sizes_line_counts_images_and_patients_per_split_in_order():
+    import pandas as pd
+
+    from xraypipe.stages import split_sizes_line
+
+    manifest = pd.DataFrame({"split": ["test", "train", "train", "train", "val"],
+                             "patient_id": ["p3", "p1", "p1", "p2", "p4"]})
+    assert split_sizes_line(manifest) == "splits: train 3 images / 2 patients, val 1 / 1, test 1 / 1"

@@ -100,7 +100,20 @@ def make_splits(dataset_cfg: dict, raw_dir: str | Path, manifest_out, summary_ou
               flush=True)
     write_csv(manifest_out, manifest)
     write_csv(summary_out, split_summary(manifest, pathologies, unit=split_cfg["unit"]))
+    print(split_sizes_line(manifest), flush=True)
     return manifest
+
+
+def split_sizes_line(manifest: pd.DataFrame) -> str:
+    """One log line: images and patients per split, train/val/test first (e.g. "splits: train 40 images / 18
+    patients, val 10 / 5, test 20 / 9")."""
+    order = [s for s in ("train", "val", "test") if s in set(manifest["split"])]
+    order += sorted(set(manifest["split"]) - set(order))
+    groups = manifest.groupby("split")
+    images, patients = groups.size(), groups["patient_id"].nunique()
+    parts = [f"{s} {images[s]} images / {patients[s]} patients" if i == 0 else f"{s} {images[s]} / {patients[s]}"
+             for i, s in enumerate(order)]
+    return "splits: " + ", ".join(parts)
 
 
 def warn_image_level_split(manifest: pd.DataFrame, source: str) -> None:
